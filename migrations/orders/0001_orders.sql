@@ -1,0 +1,25 @@
+-- The order service's business data.
+
+CREATE TABLE orders (
+    -- UUIDv7, made by the service: time-ordered, so `ORDER BY id DESC` is newest first and pages by keyset.
+    id          uuid PRIMARY KEY,
+    customer_id text NOT NULL,
+    items       jsonb NOT NULL,
+    status      text NOT NULL CHECK (status IN ('PENDING', 'CONFIRMED', 'REJECTED')),
+    mode        text NOT NULL CHECK (mode IN ('outbox', '2pc')),
+    reason      text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX orders_by_status ON orders (status, id);
+
+-- `Idempotency-Key` → the first response, replayed for the same request and refused for another.
+CREATE TABLE idempotency_keys (
+    key             text PRIMARY KEY,
+    request_hash    bytea NOT NULL,
+    order_id        uuid NOT NULL,
+    response_status smallint NOT NULL,
+    response_body   jsonb NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);

@@ -1,0 +1,89 @@
+//! HTTP resources of the inventory service (contracts: DESIGN.md, "Inventory service").
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use distlab_platform::{ApiError, ErrorBody, Json, Path};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::AppState;
+use crate::products::{self, Product, ProductInput};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/products", get(list_products))
+        .route("/products/{sku}", get(get_product).put(put_product))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "distlab inventory", description = "Products and stock; reservations come from OrderPlaced events."),
+    paths(put_product, get_product, list_products),
+    components(schemas(Product, ProductInput, ProductList, ErrorBody))
+)]
+struct ApiDoc;
+
+pub fn openapi() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ProductList {
+    products: Vec<Product>,
+}
+
+fn database_error(error: sqlx::Error) -> ApiError {
+    match error {
+        sqlx::Error::PoolTimedOut => ApiError::unavailable("the inventory database is not answering"),
+        other => ApiError::internal(&other),
+    }
+}
+
+fn parse_sku(sku: &str) -> Result<(), ApiError> {
+    products::validate_sku(sku).map_err(|e| ApiError::bad_request("invalid_sku", format!("sku {}", e.message)))
+}
+
+/// Creates a product or resets its stock (admin seeding).
+#[utoipa::path(put, path = "/products/{sku}", request_body = ProductInput,
+    params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -")),
+    responses((status = 200, body = Product), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn put_product(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    Json(input): Json<ProductInput>,
+) -> Result<Json<Product>, ApiError> {
+    parse_sku(&sku)?;
+    let errors = products::validate_input(&input);
+    if !errors.is_empty() {
+        return Err(ApiError::validation("the product is not valid", &errors));
+    }
+    let product = products::upsert(&state.pool, &sku, &input).await.map_err(database_error)?;
+    Ok(Json(product))
+}
+
+/// One product.
+#[utoipa::path(get, path = "/products/{sku}",
+    params(("sku" = String, Path)),
+    responses((status = 200, body = Product), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_product(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<Product>, ApiError> {
+    parse_sku(&sku)?;
+    products::get(&state.pool, &sku)
+        .await
+        .map_err(database_error)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no product with sku {sku}")))
+}
+
+/// Every product, by SKU.
+#[utoipa::path(get, path = "/products", responses((status = 200, body = ProductList)))]
+async fn list_products(State(state): State<AppState>) -> Result<Json<ProductList>, ApiError> {
+    let products = products::list(&state.pool).await.map_err(database_error)?;
+    Ok(Json(ProductList { products }))
+}

@@ -1,0 +1,123 @@
+//! Products and their stock: validation of admin input ("parse, don't validate") and the queries.
+
+use serde::{Deserialize, Serialize};
+use distlab_platform::FieldError;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+/// Longest SKU accepted.
+pub const MAX_SKU_LEN: usize = 64;
+/// Largest stock a product can be given (it must fit the `integer` columns).
+pub const MAX_STOCK: i64 = i32::MAX as i64;
+
+/// A product as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    /// Units that can still be reserved.
+    pub available: i32,
+    /// Units held by confirmed orders.
+    pub reserved: i32,
+}
+
+/// Body of `PUT /products/{sku}`: creates the product, or resets it to `stock` available and none reserved.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductInput {
+    pub name: String,
+    pub price_cents: i64,
+    pub stock: i64,
+}
+
+/// A SKU: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn validate_sku(sku: &str) -> Result<(), FieldError> {
+    let ok = !sku.is_empty()
+        && sku.len() <= MAX_SKU_LEN
+        && sku.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new("sku", format!("must be 1 to {MAX_SKU_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'")))
+    }
+}
+
+/// Every problem of a product input, empty when it is valid.
+pub fn validate_input(input: &ProductInput) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let name_len = input.name.trim().chars().count();
+    if name_len == 0 || name_len > 200 {
+        errors.push(FieldError::new("name", "must be 1 to 200 characters"));
+    }
+    if input.price_cents < 0 {
+        errors.push(FieldError::new("price_cents", "must be 0 or more"));
+    }
+    if !(0..=MAX_STOCK).contains(&input.stock) {
+        errors.push(FieldError::new("stock", format!("must be between 0 and {MAX_STOCK}")));
+    }
+    errors
+}
+
+/// Creates or resets a product.
+pub async fn upsert(pool: &PgPool, sku: &str, input: &ProductInput) -> sqlx::Result<Product> {
+    sqlx::query_as(
+        "INSERT INTO products (sku, name, price_cents, available, reserved)
+         VALUES ($1, $2, $3, $4, 0)
+         ON CONFLICT (sku) DO UPDATE
+         SET name = EXCLUDED.name, price_cents = EXCLUDED.price_cents,
+             available = EXCLUDED.available, reserved = 0, updated_at = now()
+         RETURNING sku, name, price_cents, available, reserved",
+    )
+    .bind(sku)
+    .bind(input.name.trim())
+    .bind(input.price_cents)
+    .bind(input.stock as i32)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, sku: &str) -> sqlx::Result<Option<Product>> {
+    sqlx::query_as("SELECT sku, name, price_cents, available, reserved FROM products WHERE sku = $1")
+        .bind(sku)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Product>> {
+    sqlx::query_as("SELECT sku, name, price_cents, available, reserved FROM products ORDER BY sku")
+        .fetch_all(pool)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_rules() {
+        for good in ["A", "SKU-1", "a.b_c-9", &"x".repeat(64)] {
+            assert!(validate_sku(good).is_ok(), "{good}");
+        }
+        for bad in ["", "has space", "ü", "a/b", &"x".repeat(65)] {
+            assert!(validate_sku(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn input_rules_report_every_bad_field() {
+        let input = ProductInput {
+            name: " ".into(),
+            price_cents: -1,
+            stock: MAX_STOCK + 1,
+        };
+        let fields: Vec<String> = validate_input(&input).into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["name", "price_cents", "stock"]);
+        let ok = ProductInput {
+            name: "Widget".into(),
+            price_cents: 0,
+            stock: 0,
+        };
+        assert!(validate_input(&ok).is_empty());
+    }
+}

@@ -1,0 +1,83 @@
+//! The order service's errors and their HTTP statuses.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use distlab_platform::{ApiError, FieldError};
+use uuid::Uuid;
+
+use crate::orders::Mode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("the order is not valid")]
+    Validation(Vec<FieldError>),
+    #[error("the Idempotency-Key header {0}")]
+    InvalidIdempotencyKey(&'static str),
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("mode {0} is not implemented yet")]
+    ModeNotImplemented(Mode),
+    #[error("an order id is a UUID")]
+    InvalidOrderId,
+    #[error("no order with id {0}")]
+    NotFound(Uuid),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("the orders database is not answering")]
+    DatabaseUnavailable,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for OrderError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut => Self::DatabaseUnavailable,
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
+impl OrderError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::IdempotencyKeyReused | Self::InvalidQuery(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidIdempotencyKey(_) | Self::InvalidOrderId => StatusCode::BAD_REQUEST,
+            Self::ModeNotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "validation_failed",
+            Self::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::ModeNotImplemented(_) => "not_implemented",
+            Self::InvalidOrderId => "invalid_order_id",
+            Self::NotFound(_) => "not_found",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::DatabaseUnavailable => "dependency_unavailable",
+            Self::Unexpected(_) => "internal_error",
+        }
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(error: OrderError) -> Self {
+        match &error {
+            OrderError::Validation(errors) => ApiError::validation(error.to_string(), errors),
+            OrderError::DatabaseUnavailable => ApiError::unavailable(error.to_string()),
+            OrderError::Unexpected(cause) => ApiError::internal(cause.as_ref()),
+            _ => ApiError::new(error.status_code(), error.code(), error.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for OrderError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}

@@ -1,0 +1,174 @@
+//! HTTP resources of the order service (contracts: DESIGN.md, "Order service").
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use distlab_platform::{ErrorBody, Json, Path, Query};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::OrderError;
+use crate::orders::{ItemInput, Mode, Order, PlaceOrder, Status};
+use crate::store::{self, IdempotencyKey, Placed};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// Page size of `GET /orders` when none is asked for, and the largest allowed.
+pub const DEFAULT_PAGE: i64 = 50;
+pub const MAX_PAGE: i64 = 500;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/orders", get(list_orders).post(place_order))
+        .route("/orders/{id}", get(get_order))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "distlab order", description = "Orders, placed by the outbox flow (and later 2PC)."),
+    paths(place_order, get_order, list_orders),
+    components(schemas(PlaceOrder, ItemInput, Order, OrderList, Mode, Status, ErrorBody))
+)]
+struct ApiDoc;
+
+pub fn openapi() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
+}
+
+fn idempotency_key(headers: &HeaderMap, request: &PlaceOrder) -> Result<Option<IdempotencyKey>, OrderError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or(OrderError::InvalidIdempotencyKey(
+            "must be 1 to 255 visible ASCII characters",
+        ))?;
+    // The fingerprint is of the parsed request, so whitespace or key order do not make a request "different".
+    let canonical = serde_json::to_vec(request).map_err(|e| OrderError::Unexpected(e.into()))?;
+    Ok(Some(IdempotencyKey {
+        key: key.to_owned(),
+        request_hash: Sha256::digest(&canonical).to_vec(),
+    }))
+}
+
+/// Places an order. In `outbox` mode: 202 with the PENDING order, which later becomes CONFIRMED or REJECTED.
+#[utoipa::path(post, path = "/orders", request_body = PlaceOrder,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Same key and body: the first response again. Same key, other body: 422.")),
+    responses((status = 202, body = Order), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 501, body = ErrorBody)))]
+async fn place_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<PlaceOrder>,
+) -> Result<Response, OrderError> {
+    let order = request.validate(state.default_mode).map_err(OrderError::Validation)?;
+    let key = idempotency_key(&headers, &request)?;
+    if order.mode == Mode::TwoPhaseCommit {
+        return Err(OrderError::ModeNotImplemented(order.mode));
+    }
+    match store::place(&state.pool, &order, key.as_ref(), &state.order_events_topic).await {
+        Ok(Placed::Created(order)) => {
+            metrics::counter!("orders_placed_total", "mode" => order.mode.as_str()).increment(1);
+            Ok(accepted(&order.id, axum::Json(&order).into_response()))
+        }
+        Ok(Placed::Replayed { status, body }) => {
+            let id = body.get("id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok()).unwrap_or_default();
+            let mut response = accepted(&id, axum::Json(body).into_response());
+            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Ok(Placed::KeyReused) => Err(OrderError::IdempotencyKeyReused),
+        Err(error) => Err(match error.downcast::<sqlx::Error>() {
+            Ok(sql) => sql.into(),
+            Err(other) => other.into(),
+        }),
+    }
+}
+
+fn accepted(id: &Uuid, mut response: Response) -> Response {
+    *response.status_mut() = StatusCode::ACCEPTED;
+    if let Ok(location) = HeaderValue::from_str(&format!("/orders/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// One order.
+#[utoipa::path(get, path = "/orders/{id}", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Order), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Order>, OrderError> {
+    let id: Uuid = id.parse().map_err(|_| OrderError::InvalidOrderId)?;
+    store::get(&state.pool, id)
+        .await?
+        .map(axum::Json)
+        .ok_or(OrderError::NotFound(id))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+struct ListQuery {
+    /// PENDING, CONFIRMED or REJECTED.
+    status: Option<String>,
+    /// 1 to 500, default 50.
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct OrderList {
+    orders: Vec<Order>,
+    /// Present when there are more orders: pass it as `cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<Uuid>,
+}
+
+/// Orders, newest first, a page at a time.
+#[utoipa::path(get, path = "/orders", params(ListQuery),
+    responses((status = 200, body = OrderList), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn list_orders(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::Json<OrderList>, OrderError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<Status>)
+        .transpose()
+        .map_err(OrderError::InvalidQuery)?;
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| OrderError::InvalidQuery(format!("limit must be between 1 and {MAX_PAGE}")))?,
+    };
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(str::parse::<Uuid>)
+        .transpose()
+        .map_err(|_| OrderError::InvalidQuery("cursor must be a next_cursor from an earlier page".into()))?;
+    let mut orders = store::list(&state.pool, status, limit + 1, cursor).await?;
+    let next_cursor = if orders.len() as i64 > limit {
+        orders.truncate(limit as usize);
+        orders.last().map(|o| o.id)
+    } else {
+        None
+    };
+    Ok(axum::Json(OrderList { orders, next_cursor }))
+}

@@ -1,0 +1,180 @@
+//! The orders database: placing an order with its outbox message, reading orders, applying answers.
+
+use chrono::{DateTime, Utc};
+use distlab_messaging::Envelope;
+use distlab_messaging::events::{OrderItem, OrderPlaced};
+use distlab_messaging::outbox;
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::orders::{Mode, Order, Status, ValidOrder};
+
+/// An `Idempotency-Key` and the fingerprint of the request that came with it.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// What placing an order did.
+#[derive(Debug)]
+pub enum Placed {
+    /// A new order, PENDING, with its `OrderPlaced` in the outbox.
+    Created(Order),
+    /// The key was used before for the same request: its first response.
+    Replayed { status: u16, body: Value },
+    /// The key was used before for another request.
+    KeyReused,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    customer_id: String,
+    items: Json<Vec<OrderItem>>,
+    status: String,
+    mode: String,
+    reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = sqlx::Error;
+    fn try_from(row: OrderRow) -> Result<Self, sqlx::Error> {
+        let decode = |e: String| sqlx::Error::Decode(e.into());
+        Ok(Order {
+            id: row.id,
+            customer_id: row.customer_id,
+            items: row.items.0,
+            status: row.status.parse().map_err(decode)?,
+            mode: row.mode.parse().map_err(decode)?,
+            reason: row.reason,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+const ORDER_COLUMNS: &str = "id, customer_id, items, status, mode, reason, created_at, updated_at";
+
+/// Places an outbox-mode order: in ONE local transaction, the idempotency record (if a key came), the order
+/// (PENDING) and its `OrderPlaced` message in the outbox.
+pub async fn place(
+    pool: &PgPool,
+    order: &ValidOrder,
+    key: Option<&IdempotencyKey>,
+    topic: &str,
+) -> anyhow::Result<Placed> {
+    let now = Utc::now();
+    let placed = Order {
+        id: Uuid::now_v7(),
+        customer_id: order.customer_id.clone(),
+        items: order.items.clone(),
+        status: Status::Pending,
+        mode: Mode::Outbox,
+        reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = pool.begin().await?;
+    if let Some(key) = key {
+        // A concurrent request with the same key waits here until the first one commits or rolls back.
+        let recorded = sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, order_id, response_status, response_body)
+             VALUES ($1, $2, $3, 202, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.key)
+        .bind(&key.request_hash)
+        .bind(placed.id)
+        .bind(Json(&placed))
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            tx.rollback().await?;
+            return replay(pool, key).await;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
+         VALUES ($1, $2, $3, 'PENDING', $4, $5, $5)",
+    )
+    .bind(placed.id)
+    .bind(&placed.customer_id)
+    .bind(Json(&placed.items))
+    .bind(placed.mode.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let event = Envelope::new(&OrderPlaced {
+        order_id: placed.id,
+        customer_id: placed.customer_id.clone(),
+        items: placed.items.clone(),
+    })?;
+    outbox::enqueue(&mut tx, topic, &placed.id.to_string(), &event).await?;
+    tx.commit().await?;
+    Ok(Placed::Created(placed))
+}
+
+async fn replay(pool: &PgPool, key: &IdempotencyKey) -> anyhow::Result<Placed> {
+    let (hash, status, body): (Vec<u8>, i16, Json<Value>) =
+        sqlx::query_as("SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1")
+            .bind(&key.key)
+            .fetch_one(pool)
+            .await?;
+    if hash == key.request_hash {
+        Ok(Placed::Replayed {
+            status: status as u16,
+            body: body.0,
+        })
+    } else {
+        Ok(Placed::KeyReused)
+    }
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Order>> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
+    row.map(Order::try_from).transpose()
+}
+
+/// Orders newest first (ids are UUIDv7), `limit` of them, older than `before` when given.
+pub async fn list(pool: &PgPool, status: Option<Status>, limit: i64, before: Option<Uuid>) -> sqlx::Result<Vec<Order>> {
+    let before = before.unwrap_or(Uuid::max());
+    let rows: Vec<OrderRow> = match status {
+        Some(status) => {
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(status.as_str()).bind(before).bind(limit).fetch_all(pool).await?
+        }
+        None => {
+            let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id < $1 ORDER BY id DESC LIMIT $2");
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(before).bind(limit).fetch_all(pool).await?
+        }
+    };
+    rows.into_iter().map(Order::try_from).collect()
+}
+
+/// Moves a PENDING order to its final status. Returns when the order was created, or `None` when it was
+/// not PENDING (already final: a redelivered answer) or unknown.
+pub async fn finalize(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    status: Status,
+    reason: Option<&str>,
+) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar(
+        "UPDATE orders SET status = $2, reason = $3, updated_at = now()
+         WHERE id = $1 AND status = 'PENDING'
+         RETURNING created_at",
+    )
+    .bind(order_id)
+    .bind(status.as_str())
+    .bind(reason)
+    .fetch_optional(conn)
+    .await
+}

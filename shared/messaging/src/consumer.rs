@@ -1,0 +1,288 @@
+//! The idempotent consumer: at-least-once delivery, exactly-once effect (the seed's 本地消息表, step 3).
+//!
+//! Kafka may deliver a message more than once — the outbox relay republishes after a crash, a consumer
+//! re-reads after a rebalance. [`IdempotentConsumer`] makes that harmless. It reads a batch of messages and
+//! applies them in **one local transaction** that, for every message:
+//!
+//! 1. inserts `(consumer, message_id)` into `processed_messages` (`ON CONFLICT DO NOTHING`); a message whose
+//!    id is already there is a duplicate and is skipped;
+//! 2. calls the [`Handler`], which makes the business change — and usually writes its answer into the
+//!    outbox, in the same transaction.
+//!
+//! Only after that transaction commits are the batch's offsets committed to Kafka. A crash before the
+//! database commit redelivers the batch and changes nothing twice; a crash between the two commits
+//! redelivers it and step 1 skips it.
+//!
+//! A message that can never be applied (not an envelope, a payload that does not parse) is written to
+//! `dead_letters` in the same transaction, so it neither blocks its partition nor disappears. Any other error
+//! rolls the whole batch back; it is retried with backoff, never skipped.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::envelope::Envelope;
+use crate::kafka;
+
+/// The business side of a consumer.
+pub trait Handler: Send + Sync + 'static {
+    /// What the handler acts on, decoded from an envelope.
+    type Message: Send + Sync;
+
+    /// Decodes an envelope: `Ok(None)` for a type this handler ignores, `Err` for a message that can never
+    /// be applied (it goes to `dead_letters`). Pure: no IO.
+    fn decode(&self, envelope: &Envelope) -> Result<Option<Self::Message>, String>;
+
+    /// Called once per batch, before [`Handler::handle`], with the batch's new messages — e.g. to lock rows
+    /// in a fixed order so that concurrent consumers cannot deadlock.
+    fn before_batch(
+        &self,
+        _conn: &mut PgConnection,
+        _messages: &[&Self::Message],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Applies one new message inside the batch's transaction. Business outcomes (a rejection) are `Ok`; an
+    /// `Err` rolls back the batch, which is retried.
+    fn handle(&self, conn: &mut PgConnection, message: &Self::Message) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Name of the consumer: the deduplication namespace in `processed_messages` and the metrics label.
+    pub name: String,
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    /// Most messages applied in one transaction.
+    pub batch_max: usize,
+    /// Schedule of retries of a batch that failed.
+    pub retry: Backoff,
+}
+
+impl ConsumerConfig {
+    pub fn new(name: impl Into<String>, brokers: impl Into<String>, group_id: impl Into<String>, topics: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            brokers: brokers.into(),
+            group_id: group_id.into(),
+            topics,
+            batch_max: 256,
+            retry: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+        }
+    }
+}
+
+/// A message as received, detached from the consumer.
+#[derive(Debug)]
+struct Received {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub applied: usize,
+    pub duplicates: usize,
+    pub ignored: usize,
+    pub dead_letters: usize,
+}
+
+/// Consumes `topics` in a consumer group and applies each message once. See the module documentation.
+pub struct IdempotentConsumer<H: Handler> {
+    pool: PgPool,
+    consumer: StreamConsumer,
+    handler: H,
+    config: ConsumerConfig,
+}
+
+impl<H: Handler> std::fmt::Debug for IdempotentConsumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotentConsumer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> IdempotentConsumer<H> {
+    /// Joins the group and subscribes; messages flow once [`IdempotentConsumer::run`] is polled.
+    pub fn new(pool: PgPool, config: ConsumerConfig, handler: H) -> anyhow::Result<Self> {
+        let consumer = kafka::consumer(&config.brokers, &config.group_id, &config.name)?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Self {
+            pool,
+            consumer,
+            handler,
+            config,
+        })
+    }
+
+    /// Consumes until `shutdown` is cancelled. Errors are logged and retried, never returned.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(consumer = %self.config.name, topics = ?self.config.topics, "consumer started");
+        let mut batch: Vec<Received> = Vec::with_capacity(self.config.batch_max);
+        'consume: loop {
+            let first = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = self.consumer.recv() => received,
+            };
+            match first {
+                Ok(message) => batch.push(detach(&message)),
+                Err(error) => {
+                    tracing::warn!(consumer = %self.config.name, %error, "Kafka receive failed");
+                    continue;
+                }
+            }
+            while batch.len() < self.config.batch_max {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(message)) => batch.push(detach(&message)),
+                    Some(Err(error)) => tracing::warn!(consumer = %self.config.name, %error, "Kafka receive failed"),
+                    None => break,
+                }
+            }
+
+            let mut attempt = 0;
+            loop {
+                match self.apply(&batch).await {
+                    Ok(_) => break,
+                    Err(error) => {
+                        attempt += 1;
+                        metrics::counter!("consumer_batch_retries_total", "consumer" => self.config.name.clone())
+                            .increment(1);
+                        tracing::warn!(consumer = %self.config.name, attempt, error = format!("{error:#}"), "batch failed; retrying");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break 'consume,
+                            () = tokio::time::sleep(self.config.retry.delay(attempt)) => {}
+                        }
+                    }
+                }
+            }
+            if let Err(error) = self.commit_offsets(&batch) {
+                // The effects are committed; a redelivery after this is deduplicated.
+                tracing::warn!(consumer = %self.config.name, %error, "offset commit failed");
+            }
+            batch.clear();
+        }
+        tracing::info!(consumer = %self.config.name, "consumer stopped");
+    }
+
+    /// Applies a batch in one transaction. Public so that tests can drive a batch without a broker.
+    async fn apply(&self, batch: &[Received]) -> anyhow::Result<BatchOutcome> {
+        let started = Instant::now();
+        let mut outcome = BatchOutcome::default();
+        let mut dead: Vec<(&Received, String)> = Vec::new();
+        let mut decoded: Vec<(Uuid, H::Message)> = Vec::with_capacity(batch.len());
+        for received in batch {
+            let envelope = match Envelope::from_bytes(&received.payload) {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    dead.push((received, error.to_string()));
+                    continue;
+                }
+            };
+            match self.handler.decode(&envelope) {
+                Ok(Some(message)) => decoded.push((envelope.message_id, message)),
+                Ok(None) => outcome.ignored += 1,
+                Err(error) => dead.push((received, error)),
+            }
+        }
+
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<Uuid> = decoded.iter().map(|(id, _)| *id).collect();
+        let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO processed_messages (consumer, message_id)
+             SELECT $1, id FROM unnest($2::uuid[]) AS t(id)
+             ON CONFLICT DO NOTHING
+             RETURNING message_id",
+        )
+        .bind(&self.config.name)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+
+        // `remove` is true once per id, so a message that appears twice in one batch is applied once.
+        let new_messages: Vec<&H::Message> = decoded
+            .iter()
+            .filter(|(id, _)| fresh.remove(id))
+            .map(|(_, message)| message)
+            .collect();
+        outcome.duplicates = decoded.len() - new_messages.len();
+        if !new_messages.is_empty() {
+            self.handler.before_batch(&mut tx, &new_messages).await?;
+        }
+        for message in &new_messages {
+            self.handler.handle(&mut tx, message).await?;
+        }
+        outcome.applied = new_messages.len();
+
+        for (received, error) in &dead {
+            tracing::error!(consumer = %self.config.name, topic = %received.topic, partition = received.partition,
+                offset = received.offset, %error, "message cannot be applied; kept in dead_letters");
+            sqlx::query(
+                "INSERT INTO dead_letters (consumer, topic, kafka_partition, kafka_offset, payload, error)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&self.config.name)
+            .bind(&received.topic)
+            .bind(received.partition)
+            .bind(received.offset)
+            .bind(&received.payload)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        }
+        outcome.dead_letters = dead.len();
+        tx.commit().await?;
+
+        let name = self.config.name.clone();
+        for (outcome_label, count) in [
+            ("applied", outcome.applied),
+            ("duplicate", outcome.duplicates),
+            ("ignored", outcome.ignored),
+            ("dead_letter", outcome.dead_letters),
+        ] {
+            metrics::counter!("consumer_messages_total", "consumer" => name.clone(), "outcome" => outcome_label)
+                .increment(count as u64);
+        }
+        metrics::histogram!("consumer_batch_seconds", "consumer" => name).record(started.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+
+    /// Commits, per partition, the offset after the batch's last message.
+    fn commit_offsets(&self, batch: &[Received]) -> anyhow::Result<()> {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for received in batch {
+            let entry = next.entry((&received.topic, received.partition)).or_insert(0);
+            *entry = (*entry).max(received.offset + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        self.consumer.commit(&list, CommitMode::Async)?;
+        Ok(())
+    }
+}
+
+fn detach(message: &impl Message) -> Received {
+    Received {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        payload: message.payload().unwrap_or_default().to_vec(),
+    }
+}

@@ -1,0 +1,75 @@
+//! The events of the order flow and the topics that carry them.
+//!
+//! `order-events` carries what the order service decides ([`OrderPlaced`]); `inventory-events` carries the
+//! inventory's answer ([`StockReserved`] or [`StockRejected`]). The key of every message is the order id, so
+//! all events of one order stay in one partition, in order.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::envelope::Event;
+
+/// Default name of the topic the order service publishes to.
+pub const ORDER_EVENTS: &str = "order-events";
+/// Default name of the topic the inventory service publishes to.
+pub const INVENTORY_EVENTS: &str = "inventory-events";
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderItem {
+    pub sku: String,
+    pub quantity: u32,
+}
+
+/// An order was accepted and waits for stock (written with the order, in the order's transaction).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub items: Vec<OrderItem>,
+}
+
+impl Event for OrderPlaced {
+    const TYPE: &'static str = "OrderPlaced";
+}
+
+/// Every item of the order was reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReserved {
+    pub order_id: Uuid,
+    pub items: Vec<OrderItem>,
+}
+
+impl Event for StockReserved {
+    const TYPE: &'static str = "StockReserved";
+}
+
+/// Nothing was reserved, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRejected {
+    pub order_id: Uuid,
+    pub reason: RejectReason,
+    /// The first SKU that could not be reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+}
+
+impl Event for StockRejected {
+    const TYPE: &'static str = "StockRejected";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    InsufficientStock,
+    UnknownSku,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InsufficientStock => "insufficient_stock",
+            Self::UnknownSku => "unknown_sku",
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The transactional outbox (the seed's 本地消息表, "local message table") and its relay.
+//!
+//! **Writing.** A service that changes business data calls [`enqueue`] inside the *same* local transaction,
+//! so the message exists if and only if the change committed (seed, step 1). The `outbox` table (see the
+//! migrations of each database) holds the whole [envelope](crate::Envelope), the topic and the key.
+//!
+//! **Relaying** (seed, step 2). [`Relay`] is a background task of the service that owns the table:
+//!
+//! 1. it wakes on `LISTEN outbox` (a trigger on the table sends `NOTIFY outbox` when rows commit), or after
+//!    [`RelayConfig::poll_interval`] when no notification comes (a lost connection, a missed notify);
+//! 2. it claims a batch of due rows with `SELECT … FOR UPDATE SKIP LOCKED`, so several replicas relay in
+//!    parallel without taking the same row;
+//! 3. it publishes the batch with the idempotent `acks=all` producer and **waits for every delivery report**;
+//! 4. in the same transaction that holds the claim, delivered rows get `sent_at` (forwarded → marked, later
+//!    purged after [`RelayConfig::retention`]) and failed rows get `attempts + 1`, the error and a
+//!    `next_attempt_at` from a capped exponential [`Backoff`] (not forwarded → retried).
+//!
+//! A row is never dropped: after [`RelayConfig::stuck_after_attempts`] failures it is logged once and counted
+//! in the `outbox_stuck_messages` gauge, and retried on, until it is delivered or an operator acts.
+//!
+//! If the relay dies between 3 and 4, its claim is rolled back and the rows are published again: delivery is
+//! **at least once**, which is why every consumer deduplicates by `message_id`
+//! ([`crate::consumer::IdempotentConsumer`]). [`RelayFaults`] can inject exactly that death, for tests and
+//! the chaos admin API.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::envelope::Envelope;
+use crate::kafka;
+
+/// The channel the outbox trigger notifies.
+pub const NOTIFY_CHANNEL: &str = "outbox";
+
+/// Writes `envelope` into the outbox as part of the caller's transaction.
+pub async fn enqueue(conn: &mut PgConnection, topic: &str, key: &str, envelope: &Envelope) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO outbox (message_id, topic, message_key, envelope) VALUES ($1, $2, $3, $4)")
+        .bind(envelope.message_id)
+        .bind(topic)
+        .bind(key)
+        .bind(sqlx::types::Json(envelope))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Counts of the outbox table, for tests, `/readyz` details and gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxCounts {
+    /// Not yet delivered.
+    pub pending: i64,
+    /// Not yet delivered and failed at least `stuck_after_attempts` times.
+    pub stuck: i64,
+    /// Delivered and not yet purged.
+    pub sent: i64,
+}
+
+/// Counts the outbox's rows by state.
+pub async fn counts(pool: &PgPool, stuck_after_attempts: i32) -> sqlx::Result<OutboxCounts> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE sent_at IS NULL) AS pending,
+                count(*) FILTER (WHERE sent_at IS NULL AND attempts >= $1) AS stuck,
+                count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent
+         FROM outbox",
+    )
+    .bind(stuck_after_attempts)
+    .fetch_one(pool)
+    .await
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Label of this relay in logs and metrics (e.g. `order`).
+    pub name: String,
+    /// Kafka bootstrap servers (the producer is re-created from them after a fatal error).
+    pub brokers: String,
+    /// Rows claimed and published per transaction.
+    pub batch_size: i64,
+    /// Longest sleep without a notification.
+    pub poll_interval: Duration,
+    /// Schedule of retries of a row that failed to publish.
+    pub retry: Backoff,
+    /// Failures after which a row counts as stuck (logged, counted; still retried).
+    pub stuck_after_attempts: i32,
+    /// How long delivered rows are kept before they are purged.
+    pub retention: Duration,
+}
+
+impl RelayConfig {
+    pub fn new(name: impl Into<String>, brokers: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            brokers: brokers.into(),
+            batch_size: 256,
+            poll_interval: Duration::from_secs(1),
+            retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+            stuck_after_attempts: 8,
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Faults the relay can be told to suffer, for tests and the chaos admin API.
+#[derive(Debug, Clone, Default)]
+pub struct RelayFaults {
+    crash_after_publish: Arc<AtomicU32>,
+}
+
+impl RelayFaults {
+    /// The next `batches` batches are published and then abandoned before they are marked sent, as if the
+    /// relay process died at that moment: their rows stay pending and are published again.
+    pub fn crash_after_publish(&self, batches: u32) {
+        self.crash_after_publish.store(batches, Ordering::SeqCst);
+    }
+
+    fn take_crash_after_publish(&self) -> bool {
+        self.crash_after_publish
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ClaimedRow {
+    id: i64,
+    message_id: Uuid,
+    topic: String,
+    message_key: String,
+    envelope: String,
+    attempts: i32,
+}
+
+/// What one relay round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoundOutcome {
+    pub claimed: usize,
+    pub sent: usize,
+    pub failed: usize,
+}
+
+/// The relay task of one outbox table. See the module documentation.
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    config: RelayConfig,
+    faults: RelayFaults,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, config: RelayConfig, faults: RelayFaults) -> anyhow::Result<Self> {
+        let producer = kafka::producer(&config.brokers, &format!("{}-relay", config.name))?;
+        Ok(Self {
+            pool,
+            producer,
+            config,
+            faults,
+        })
+    }
+
+    /// Relays until `shutdown` is cancelled. Errors are logged and retried, never returned.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut listener = self.listen().await;
+        let mut last_housekeeping: Option<Instant> = None;
+        let mut consecutive_errors = 0u32;
+        tracing::info!(relay = %self.config.name, "outbox relay started");
+        loop {
+            let mut wait = self.config.poll_interval;
+            loop {
+                match self.relay_round().await {
+                    Ok(round) if round.failed > 0 => {
+                        // The broker is likely unavailable: let the rows' backoff run before the next round.
+                        wait = self.config.retry.delay(1);
+                        break;
+                    }
+                    Ok(round) => {
+                        consecutive_errors = 0;
+                        if round.claimed < self.config.batch_size as usize {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        consecutive_errors += 1;
+                        wait = self.config.retry.delay(consecutive_errors);
+                        tracing::warn!(relay = %self.config.name, error = %error, "outbox relay round failed");
+                        break;
+                    }
+                }
+            }
+            if last_housekeeping.is_none_or(|at| at.elapsed() >= self.config.poll_interval) {
+                self.housekeeping().await;
+                last_housekeeping = Some(Instant::now());
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                notified = recv(&mut listener) => {
+                    if let Err(error) = notified {
+                        tracing::warn!(relay = %self.config.name, %error, "outbox LISTEN connection lost; polling");
+                        listener = None;
+                    }
+                }
+                () = tokio::time::sleep(wait) => {
+                    if listener.is_none() {
+                        listener = self.listen().await;
+                    }
+                }
+            }
+        }
+        tracing::info!(relay = %self.config.name, "outbox relay stopped");
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let result = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match result {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(relay = %self.config.name, %error, "cannot LISTEN for outbox rows; polling");
+                None
+            }
+        }
+    }
+
+    /// Claims one batch of due rows, publishes it and records the outcome, in one transaction.
+    pub async fn relay_round(&mut self) -> anyhow::Result<RoundOutcome> {
+        let started = Instant::now();
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<ClaimedRow> = sqlx::query_as(
+            "SELECT id, message_id, topic, message_key, envelope::text AS envelope, attempts
+             FROM outbox
+             WHERE sent_at IS NULL AND next_attempt_at <= now()
+             ORDER BY id
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(RoundOutcome::default());
+        }
+
+        let deliveries = join_all(rows.iter().map(|row| {
+            let message_id = row.message_id.to_string();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "message_id",
+                value: Some(message_id.as_bytes()),
+            });
+            let record = FutureRecord::to(&row.topic)
+                .key(row.message_key.as_bytes())
+                .payload(row.envelope.as_bytes())
+                .headers(headers);
+            self.producer.send(record, Timeout::After(kafka::DELIVERY_TIMEOUT))
+        }))
+        .await;
+
+        if self.faults.take_crash_after_publish() {
+            tracing::warn!(relay = %self.config.name, rows = rows.len(), "injected fault: relay dies after publishing, before marking");
+            drop(tx); // rolled back: the rows stay pending and will be published again
+            anyhow::bail!("injected fault: crash after publish");
+        }
+
+        let mut sent = Vec::with_capacity(rows.len());
+        let (mut failed_ids, mut failed_errors, mut failed_delays) = (Vec::new(), Vec::new(), Vec::new());
+        for (row, delivery) in rows.iter().zip(deliveries) {
+            match delivery {
+                Ok(_) => sent.push(row.id),
+                Err((error, _message)) => {
+                    let attempts = row.attempts + 1;
+                    if attempts == self.config.stuck_after_attempts {
+                        tracing::error!(
+                            relay = %self.config.name, message_id = %row.message_id, topic = %row.topic,
+                            attempts, %error, "outbox message is stuck: still failing, still retried"
+                        );
+                    }
+                    failed_ids.push(row.id);
+                    failed_errors.push(error.to_string());
+                    let delay = self.config.retry.delay(attempts.max(1) as u32);
+                    failed_delays.push(delay.as_secs_f64());
+                }
+            }
+        }
+
+        if !sent.is_empty() {
+            sqlx::query("UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)")
+                .bind(&sent)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !failed_ids.is_empty() {
+            sqlx::query(
+                "UPDATE outbox AS o
+                 SET attempts = o.attempts + 1, last_error = f.error,
+                     next_attempt_at = now() + make_interval(secs => f.delay)
+                 FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS f(id, error, delay)
+                 WHERE o.id = f.id",
+            )
+            .bind(&failed_ids)
+            .bind(&failed_errors)
+            .bind(&failed_delays)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+
+        let labels = [("relay", self.config.name.clone())];
+        metrics::counter!("outbox_published_total", &labels).increment(sent.len() as u64);
+        metrics::counter!("outbox_publish_failures_total", &labels).increment(failed_ids.len() as u64);
+        metrics::histogram!("outbox_relay_round_seconds", &labels).record(started.elapsed().as_secs_f64());
+        if !failed_ids.is_empty() {
+            tracing::warn!(relay = %self.config.name, failed = failed_ids.len(), error = %failed_errors[0], "outbox rows not delivered; will retry");
+            self.recreate_producer_if_fatal();
+        }
+        Ok(RoundOutcome {
+            claimed: rows.len(),
+            sent: sent.len(),
+            failed: failed_ids.len(),
+        })
+    }
+
+    /// An idempotent producer can enter a fatal state; it must then be replaced.
+    fn recreate_producer_if_fatal(&mut self) {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::error!(relay = %self.config.name, ?code, %reason, "Kafka producer failed fatally; re-creating it");
+            match kafka::producer(&self.config.brokers, &format!("{}-relay", self.config.name)) {
+                Ok(producer) => self.producer = producer,
+                Err(error) => tracing::error!(relay = %self.config.name, %error, "cannot re-create the Kafka producer"),
+            }
+        }
+    }
+
+    /// Refreshes the gauges and purges delivered rows older than the retention.
+    async fn housekeeping(&self) {
+        let labels = [("relay", self.config.name.clone())];
+        match counts(&self.pool, self.config.stuck_after_attempts).await {
+            Ok(counts) => {
+                metrics::gauge!("outbox_pending_messages", &labels).set(counts.pending as f64);
+                metrics::gauge!("outbox_stuck_messages", &labels).set(counts.stuck as f64);
+            }
+            Err(error) => tracing::warn!(relay = %self.config.name, %error, "cannot count outbox rows"),
+        }
+        let purge = sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)")
+            .bind(self.config.retention.as_secs_f64())
+            .execute(&self.pool)
+            .await;
+        if let Err(error) = purge {
+            tracing::warn!(relay = %self.config.name, %error, "cannot purge delivered outbox rows");
+        }
+    }
+}
+
+async fn recv(listener: &mut Option<PgListener>) -> sqlx::Result<()> {
+    match listener {
+        Some(listener) => listener.recv().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}

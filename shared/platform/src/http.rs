@@ -1,0 +1,278 @@
+//! The HTTP edge every distlab service shares: middleware, health and readiness, serving and shutdown.
+//!
+//! A service builds its own resource routers, then calls [`service_router`] to add `/healthz`, `/readyz`,
+//! `/metrics`, `/openapi.json`, a JSON 404/405, and the middleware stack: request ids (`x-request-id`, made
+//! when missing and echoed back), a tracing span per request, a per-request timeout (so graceful shutdown
+//! cannot hang on a stuck request), panics turned into a logged 500, and Prometheus metrics labelled by the
+//! *matched* route (never by raw path, which would explode cardinality).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{BoxError, Router};
+use futures::future::join_all;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+
+/// How long one request may take before it is answered with 503 `timeout`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one readiness probe may take before its dependency counts as down.
+pub const READINESS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// One dependency that `/readyz` asks: a name and an async probe.
+#[derive(Clone)]
+pub struct ReadinessCheck {
+    name: &'static str,
+    probe: Arc<dyn Fn() -> ProbeFuture + Send + Sync>,
+}
+
+impl std::fmt::Debug for ReadinessCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadinessCheck").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl ReadinessCheck {
+    pub fn new<F, Fut>(name: &'static str, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Self {
+            name,
+            probe: Arc::new(move || Box::pin(probe())),
+        }
+    }
+
+    /// `SELECT 1` on the pool.
+    pub fn postgres(name: &'static str, pool: sqlx::PgPool) -> Self {
+        Self::new(name, move || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+    }
+
+    async fn run(&self) -> Result<(), String> {
+        match tokio::time::timeout(READINESS_PROBE_TIMEOUT, (self.probe)()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {READINESS_PROBE_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// What a service hands to [`service_router`] besides its own routes.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    /// The OpenAPI document served at `/openapi.json`.
+    pub openapi: Value,
+    /// The dependencies `/readyz` checks.
+    pub readiness: Vec<ReadinessCheck>,
+}
+
+/// Adds the shared endpoints and middleware around a service's own routes.
+pub fn service_router(routes: Router, info: ServiceInfo) -> Router {
+    let openapi = Arc::new(info.openapi);
+    let checks = Arc::new(info.readiness);
+    let request_id = HeaderName::from_static("x-request-id");
+
+    routes
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz).with_state(checks))
+        .route("/metrics", get(|| async { crate::metrics::render() }))
+        .route("/openapi.json", get(move || async move { axum::Json((*openapi).clone()) }))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+        })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+                    tracing::error!("request handler panicked");
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the server failed to handle the request")
+                        .into_response()
+                }))
+                .layer(axum::error_handling::HandleErrorLayer::new(|error: BoxError| async move {
+                    if error.is::<tower::timeout::error::Elapsed>() {
+                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
+                    } else {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the server failed to handle the request")
+                    }
+                }))
+                .timeout(REQUEST_TIMEOUT)
+                .layer(middleware::from_fn(record_metrics)),
+        )
+}
+
+async fn readyz(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> Response {
+    let results = join_all(checks.iter().map(|check| async move { (check.name, check.run().await) })).await;
+    let mut report = Map::new();
+    let mut down = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(()) => {
+                report.insert(name.to_owned(), json!("ok"));
+            }
+            Err(reason) => {
+                down.push(name);
+                report.insert(name.to_owned(), json!(reason));
+            }
+        }
+    }
+    if down.is_empty() {
+        axum::Json(json!({"status": "ready", "checks": report})).into_response()
+    } else {
+        ApiError::unavailable(format!("not ready: {} unavailable", down.join(", ")))
+            .with_details(json!({"checks": report}))
+            .into_response()
+    }
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then lets in-flight requests finish.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = async {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::warn!(%error, "cannot listen for ctrl-c");
+                std::future::pending::<()>().await;
+            }
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {},
+            () = terminate => {},
+            () = token.cancelled() => return,
+        }
+        tracing::info!("shutdown signal received; draining");
+        token.cancel();
+    });
+}
+
+/// A background task of a service: started by [`Service::run_until_stopped`], stopped by the shutdown token.
+pub type BackgroundTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A built service: a bound listener, its router and its background tasks, all stopped by one token.
+///
+/// `build` binds the listener (port 0 in tests) so the caller knows the address before serving;
+/// [`Service::run_until_stopped`] serves until the token is cancelled (SIGTERM, or a test), lets in-flight
+/// requests finish, then waits for the background tasks to stop.
+pub struct Service {
+    listener: TcpListener,
+    router: Router,
+    tasks: Vec<BackgroundTask>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("listener", &self.listener)
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    pub fn new(listener: TcpListener, router: Router, shutdown: CancellationToken) -> Self {
+        Self {
+            listener,
+            router,
+            tasks: Vec::new(),
+            shutdown,
+        }
+    }
+
+    /// Adds a background task; it must return once the shutdown token is cancelled.
+    pub fn with_task(mut self, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.tasks.push(Box::pin(task));
+        self
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handles: Vec<_> = self.tasks.into_iter().map(tokio::spawn).collect();
+        let result = serve(self.listener, self.router, self.shutdown.clone()).await;
+        self.shutdown.cancel();
+        for handle in handles {
+            if let Err(error) = handle.await {
+                tracing::error!(%error, "background task failed");
+            }
+        }
+        result
+    }
+}

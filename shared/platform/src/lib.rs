@@ -1,0 +1,21 @@
+//! What every distlab service shares, whatever pattern of the seed it implements.
+//!
+//! A distlab service is an axum `Router` over a PostgreSQL pool plus a few background tasks (an outbox relay,
+//! a Kafka consumer…). This crate gives all of them the same edges, so a user who learned one service knows
+//! the others:
+//!
+//! - [`error`]: the JSON error body of DESIGN.md (`{"error":{"code","message","details"?}}`) and extractors
+//!   whose rejections use it — bad input always gets a clear 4xx, never axum's plain-text default;
+//! - [`http`]: the middleware stack (request ids, tracing, timeouts, panics, per-route metrics), health and
+//!   readiness endpoints, serving with graceful shutdown on SIGTERM;
+//! - [`metrics`]: one Prometheus recorder per process, rendered at `/metrics`;
+//! - [`telemetry`]: `tracing` set-up, human or JSON logs;
+//! - [`db`]: the PostgreSQL pool with the settings every service uses.
+
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod telemetry;
+
+pub use error::{ApiError, ErrorBody, FieldError, Json, Path, Query};

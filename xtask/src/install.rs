@@ -1,0 +1,136 @@
+//! Installs what the local stack needs: Debian packages when running as root (otherwise the exact command
+//! is printed), and cargo-installed tools (tansu, cargo-nextest).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// A Debian package and a file whose presence shows it is installed.
+struct Package {
+    name: &'static str,
+    provides: fn() -> bool,
+}
+
+const PACKAGES: &[Package] = &[
+    Package {
+        name: "postgresql",
+        provides: || postgres_bin_dir().is_some(),
+    },
+    Package {
+        name: "redis-server",
+        provides: || which("redis-server").is_some() && which("redis-cli").is_some(),
+    },
+    Package {
+        name: "zookeeper",
+        provides: || Path::new(ZOOKEEPER_JAR).exists(),
+    },
+    Package {
+        name: "default-jre-headless",
+        provides: || which("java").is_some(),
+    },
+];
+
+/// The ZooKeeper server jar of Debian's `zookeeper` package.
+pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+/// Installs every missing package and tool, or fails with the command to run.
+pub fn ensure_all(with_test_tools: bool) -> anyhow::Result<()> {
+    ensure_packages()?;
+    ensure_tansu()?;
+    if with_test_tools {
+        ensure_nextest()?;
+    }
+    Ok(())
+}
+
+fn ensure_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().filter(|p| !(p.provides)()).map(|p| p.name).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let command = format!(
+        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    if !is_root() {
+        bail!("missing Debian packages: {}. Run as root:\n    {command}", missing.join(", "));
+    }
+    println!("==> installing {}", missing.join(", "));
+    run(Command::new("sh").args(["-c", &command])).context("apt-get install failed")?;
+    let still: Vec<&str> = PACKAGES.iter().filter(|p| !(p.provides)()).map(|p| p.name).collect();
+    anyhow::ensure!(still.is_empty(), "still missing after apt-get: {}", still.join(", "));
+    Ok(())
+}
+
+fn ensure_tansu() -> anyhow::Result<()> {
+    if tansu_bin().is_some() {
+        return Ok(());
+    }
+    println!("==> installing tansu (the local Kafka-compatible broker; about 7–15 minutes on 2 cores)");
+    run(Command::new(env!("CARGO")).args(["install", "tansu", "--locked", "--features", "libsql"]))
+        .context("cargo install tansu failed")?;
+    anyhow::ensure!(tansu_bin().is_some(), "tansu is not on PATH nor in ~/.cargo/bin after installing it");
+    Ok(())
+}
+
+fn ensure_nextest() -> anyhow::Result<()> {
+    let present = Command::new(env!("CARGO"))
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    println!("==> installing cargo-nextest");
+    run(Command::new(env!("CARGO")).args(["install", "cargo-nextest", "--locked"]))
+        .context("cargo install cargo-nextest failed")
+}
+
+/// Runs a command with inherited output, failing on a non-zero exit.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    anyhow::ensure!(status.success(), "{command:?} exited with {status}");
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// The first executable called `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+}
+
+/// The `tansu` binary: on PATH, or where `cargo install` puts it.
+pub fn tansu_bin() -> Option<PathBuf> {
+    which("tansu").or_else(|| {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+        Some(home.join("bin/tansu")).filter(|p| p.is_file())
+    })
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` with `initdb` and `pg_ctl`.
+pub fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}

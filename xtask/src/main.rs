@@ -1,0 +1,108 @@
+//! distlab's dev tooling, run as `cargo xtask <command>` (see `.cargo/config.toml`).
+//!
+//! - `up` / `down` / `status` / `logs <part>`: the local stack of DESIGN.md — two PostgreSQL clusters, a
+//!   Kafka-compatible broker (tansu), Redis ×3, ZooKeeper and the services — on their own ports, with all
+//!   state in the git-ignored `.distlab/` folder of the checkout. Nothing of the machine's own PostgreSQL or
+//!   Redis is used.
+//! - `test`: installs what is missing, starts the stack (or reuses a healthy one), runs the whole test suite
+//!   with cargo-nextest and stops what it started. This is what CI runs.
+//! - `bench <name>`: runs a benchmark and its baseline in the same run and prints both and their ratio.
+
+#![allow(clippy::print_stdout, unreachable_pub)]
+
+mod bench;
+mod install;
+mod stack;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "distlab dev tooling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the local stack (idempotent: healthy parts are left running).
+    Up {
+        /// Start the infrastructure only, not the order and inventory services.
+        #[arg(long)]
+        infra_only: bool,
+    },
+    /// Stop every part that `up` started.
+    Down,
+    /// One row per part: port, pid, health.
+    Status,
+    /// Print the log of one part (see `status` for the names).
+    Logs {
+        part: String,
+        /// Lines from the end.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// Keep printing as the log grows.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Install what is missing, start the stack, run every test, stop what was started.
+    Test {
+        /// Arguments passed to `cargo nextest run` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        nextest_args: Vec<String>,
+    },
+    /// Install the Debian packages and tools the stack needs.
+    Install,
+    /// Run a benchmark against the running stack, with its baseline in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up { infra_only } => stack::Stack::discover().and_then(|s| s.up(!infra_only)),
+        Command::Down => stack::Stack::discover().and_then(|s| s.down()),
+        Command::Status => stack::Stack::discover().and_then(|s| s.status()),
+        Command::Logs { part, lines, follow } => stack::Stack::discover().and_then(|s| s.logs(&part, lines, follow)),
+        Command::Test { nextest_args } => test(&nextest_args),
+        Command::Install => install::ensure_all(true),
+        Command::Bench { which } => stack::Stack::discover().and_then(|s| bench::run(&s, which)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask test`: the README's test command and what CI runs.
+fn test(nextest_args: &[String]) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    install::ensure_all(true)?;
+    let stack = stack::Stack::discover()?;
+    let was_running = stack.is_fully_healthy();
+    stack.up(true)?;
+    stack.drop_test_databases()?;
+    println!("==> cargo nextest run --workspace");
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(stack.root())
+        .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+        .args(nextest_args)
+        .status();
+    if was_running {
+        println!("==> the stack was already running; leaving it up");
+    } else if let Err(error) = stack.down() {
+        eprintln!("warning: cannot stop the stack: {error:#}");
+    }
+    println!("==> cargo xtask test took {:.0?}", started.elapsed());
+    let status = status?;
+    anyhow::ensure!(status.success(), "tests failed ({status})");
+    Ok(())
+}

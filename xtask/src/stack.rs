@@ -1,0 +1,532 @@
+//! The local stack: every part of DESIGN.md's port table that runs without Docker.
+//!
+//! Each part has a port, a way to start, a readiness probe and a way to stop. State, logs and pid files live
+//! in `.distlab/` at the workspace root (git-ignored). `up` is idempotent: a part that is healthy and was
+//! started by this checkout is left alone; a port taken by anything else is an error, never silently reused.
+//! Readiness is probed (pg_isready, PING, ruok, Kafka metadata, `/readyz`) with a deadline, never slept for.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use distlab_messaging::kafka;
+
+use crate::install::{self, run};
+
+/// How long one part may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Pause between two readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a stopped process may take to exit before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Partitions of the topics the stack creates.
+pub const TOPIC_PARTITIONS: i32 = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Postgres { database: &'static str },
+    Kafka,
+    Redis,
+    ZooKeeper,
+    Service { binary: &'static str, package: &'static str },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Part {
+    pub name: &'static str,
+    pub port: u16,
+    kind: Kind,
+}
+
+impl Part {
+    fn is_service(&self) -> bool {
+        matches!(self.kind, Kind::Service { .. })
+    }
+}
+
+/// Every part, in start order (stopped in reverse).
+pub const PARTS: &[Part] = &[
+    Part { name: "orders-db", port: 15432, kind: Kind::Postgres { database: "orders" } },
+    Part { name: "inventory-db", port: 15433, kind: Kind::Postgres { database: "inventory" } },
+    Part { name: "kafka", port: 19092, kind: Kind::Kafka },
+    Part { name: "redis-16379", port: 16379, kind: Kind::Redis },
+    Part { name: "redis-16380", port: 16380, kind: Kind::Redis },
+    Part { name: "redis-16381", port: 16381, kind: Kind::Redis },
+    Part { name: "zookeeper", port: 12181, kind: Kind::ZooKeeper },
+    Part { name: "inventory", port: 8082, kind: Kind::Service { binary: "distlab-inventory", package: "inventory" } },
+    Part { name: "order", port: 8081, kind: Kind::Service { binary: "distlab-order", package: "order" } },
+];
+
+#[derive(Debug)]
+pub struct Stack {
+    root: PathBuf,
+    state: PathBuf,
+}
+
+impl Stack {
+    /// The stack of the workspace this xtask was built from.
+    pub fn discover() -> anyhow::Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("xtask has no parent directory")?
+            .to_path_buf();
+        let state = root.join(".distlab");
+        Ok(Self { root, state })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn pid_file(&self, part: &Part) -> PathBuf {
+        self.state.join("pids").join(format!("{}.pid", part.name))
+    }
+
+    fn log_file(&self, part: &Part) -> PathBuf {
+        match part.kind {
+            Kind::Postgres { .. } => self.state.join(part.name).join("postgres.log"),
+            _ => self.state.join("logs").join(format!("{}.log", part.name)),
+        }
+    }
+
+    fn pg_data(&self, part: &Part) -> PathBuf {
+        self.state.join(part.name).join("data")
+    }
+
+    /// The pid of the part's process, if this stack started one and it is alive.
+    fn pid(&self, part: &Part) -> Option<u32> {
+        let file = match part.kind {
+            Kind::Postgres { .. } => self.pg_data(part).join("postmaster.pid"),
+            _ => self.pid_file(part),
+        };
+        let text = fs::read_to_string(file).ok()?;
+        let pid: u32 = text.lines().next()?.trim().parse().ok()?;
+        is_alive(pid).then_some(pid)
+    }
+
+    fn healthy(&self, part: &Part) -> bool {
+        match part.kind {
+            Kind::Postgres { .. } => install::postgres_bin_dir().is_some_and(|bin| {
+                Command::new(bin.join("pg_isready"))
+                    .args(["-q", "-h", "127.0.0.1", "-p", &part.port.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            }),
+            Kind::Redis => tcp_exchange(part.port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG")),
+            Kind::ZooKeeper => tcp_exchange(part.port, b"ruok").is_some_and(|r| r == "imok"),
+            Kind::Kafka => block_on(async {
+                match kafka::producer(&format!("127.0.0.1:{}", part.port), "xtask-probe") {
+                    Ok(producer) => kafka::probe(&producer, Duration::from_secs(2)).await.is_ok(),
+                    Err(_) => false,
+                }
+            }),
+            Kind::Service { .. } => http_status(part.port, "/readyz") == Some(200),
+        }
+    }
+
+    pub fn is_fully_healthy(&self) -> bool {
+        PARTS.iter().all(|p| self.pid(p).is_some() && self.healthy(p))
+    }
+
+    /// Starts every part that is not running (services too when `with_services`).
+    pub fn up(&self, with_services: bool) -> anyhow::Result<()> {
+        let started = Instant::now();
+        install::ensure_all(false)?;
+        for dir in ["pids", "logs"] {
+            fs::create_dir_all(self.state.join(dir))?;
+        }
+        if with_services {
+            println!("==> building the services (release)");
+            let mut build = Command::new(env!("CARGO"));
+            build.current_dir(&self.root).args(["build", "--release", "--quiet"]);
+            for part in PARTS {
+                if let Kind::Service { package, .. } = part.kind {
+                    build.args(["-p", package]);
+                }
+            }
+            run(&mut build)?;
+        }
+        for part in PARTS.iter().filter(|p| with_services || !p.is_service()) {
+            self.up_part(part).with_context(|| format!("cannot start {}", part.name))?;
+        }
+        println!("==> stack up in {:.1?}", started.elapsed());
+        Ok(())
+    }
+
+    fn up_part(&self, part: &Part) -> anyhow::Result<()> {
+        let ours = self.pid(part);
+        if ours.is_some() && self.healthy(part) {
+            println!("    {:<13} :{:<5} already running", part.name, part.port);
+            return self.after_ready(part);
+        }
+        if ours.is_none() && port_open(part.port) {
+            bail!(
+                "port {} is taken by a process this stack did not start; stop it or free the port",
+                part.port
+            );
+        }
+        if ours.is_none() {
+            let t = Instant::now();
+            self.start(part)?;
+            self.wait_ready(part)?;
+            println!("    {:<13} :{:<5} started in {:.1?}", part.name, part.port, t.elapsed());
+        } else {
+            self.wait_ready(part)?;
+            println!("    {:<13} :{:<5} became ready", part.name, part.port);
+        }
+        self.after_ready(part)
+    }
+
+    fn wait_ready(&self, part: &Part) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if self.healthy(part) {
+                return Ok(());
+            }
+            // PostgreSQL and Redis daemonise and write their own pid files a moment later; the processes
+            // this stack spawns itself have theirs from the start.
+            let spawned = matches!(part.kind, Kind::Kafka | Kind::ZooKeeper | Kind::Service { .. });
+            if spawned && self.pid(part).is_none() {
+                bail!("{} exited during start-up; last log lines:\n{}", part.name, self.tail(part, 20));
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready after {READY_TIMEOUT:?}; last log lines:\n{}", part.name, self.tail(part, 20));
+            }
+            std::thread::sleep(PROBE_INTERVAL);
+        }
+    }
+
+    /// Work that needs the part ready: databases for PostgreSQL, topics for Kafka.
+    fn after_ready(&self, part: &Part) -> anyhow::Result<()> {
+        match part.kind {
+            Kind::Postgres { database } => self.create_database(part, database),
+            Kind::Kafka => {
+                let brokers = format!("127.0.0.1:{}", part.port);
+                let topics = [distlab_messaging::events::ORDER_EVENTS, distlab_messaging::events::INVENTORY_EVENTS];
+                block_on(kafka::ensure_topics(&brokers, &topics, TOPIC_PARTITIONS, 1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn start(&self, part: &Part) -> anyhow::Result<()> {
+        match part.kind {
+            Kind::Postgres { .. } => self.start_postgres(part),
+            Kind::Kafka => {
+                let tansu = install::tansu_bin().context("tansu is not installed (cargo xtask install)")?;
+                fs::create_dir_all(self.state.join("kafka"))?;
+                let listener = format!("tcp://127.0.0.1:{}", part.port);
+                let mut command = Command::new(tansu);
+                command.current_dir(&self.state).args([
+                    "broker",
+                    "--listener-url",
+                    &listener,
+                    "--advertised-listener-url",
+                    &listener,
+                    "--storage-engine",
+                    "sqlite://kafka/tansu.db",
+                ]);
+                self.spawn(part, &mut command)
+            }
+            Kind::Redis => {
+                let dir = self.state.join(part.name);
+                fs::create_dir_all(&dir)?;
+                run(Command::new("redis-server").args([
+                    "--port",
+                    &part.port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--daemonize",
+                    "yes",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    path_str(&dir)?,
+                    "--pidfile",
+                    path_str(&self.pid_file(part))?,
+                    "--logfile",
+                    path_str(&self.log_file(part))?,
+                ]))
+            }
+            Kind::ZooKeeper => {
+                let dir = self.state.join(part.name);
+                fs::create_dir_all(dir.join("data"))?;
+                let config = dir.join("zoo.cfg");
+                fs::write(
+                    &config,
+                    format!(
+                        "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
+                         clientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
+                         4lw.commands.whitelist=ruok,stat,srvr\n",
+                        path_str(&dir.join("data"))?,
+                        part.port
+                    ),
+                )?;
+                let mut command = Command::new("java");
+                command.current_dir(&dir).args([
+                    "-Xmx256m",
+                    "-cp",
+                    &format!("/etc/zookeeper/conf:{}", install::ZOOKEEPER_JAR),
+                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                    path_str(&config)?,
+                ]);
+                self.spawn(part, &mut command)
+            }
+            Kind::Service { binary, .. } => {
+                let exe = self.root.join("target/release").join(binary);
+                anyhow::ensure!(exe.is_file(), "{} is not built", exe.display());
+                let mut command = Command::new(exe);
+                command.current_dir(&self.root).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()));
+                self.spawn(part, &mut command)
+            }
+        }
+    }
+
+    /// Starts a long-running process in its own process group, logging to its log file.
+    fn spawn(&self, part: &Part, command: &mut Command) -> anyhow::Result<()> {
+        use std::os::unix::process::CommandExt;
+        let log = OpenOptions::new().create(true).append(true).open(self.log_file(part))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot spawn {command:?}"))?;
+        fs::write(self.pid_file(part), child.id().to_string())?;
+        Ok(())
+    }
+
+    /// Where a PostgreSQL cluster's files live: `.distlab/<part>`, owned by `postgres` when running as root.
+    /// If the `postgres` user cannot reach the checkout (e.g. it is under a private home directory), the
+    /// files go to `/var/tmp/distlab-<hash>/<part>` and `.distlab/<part>` is a symbolic link to it.
+    fn prepare_pg_dir(&self, part: &Part) -> anyhow::Result<PathBuf> {
+        let dir = self.state.join(part.name);
+        if !install::is_root() {
+            fs::create_dir_all(&dir)?;
+            return Ok(dir);
+        }
+        if !dir.exists() {
+            fs::create_dir_all(&self.state)?;
+            let reachable = Command::new("runuser")
+                .args(["-u", "postgres", "--", "test", "-x", path_str(&self.state)?])
+                .status()
+                .is_ok_and(|s| s.success());
+            if reachable {
+                fs::create_dir_all(&dir)?;
+            } else {
+                let outside = PathBuf::from(format!("/var/tmp/distlab-{:016x}", fnv1a(path_str(&self.root)?)))
+                    .join(part.name);
+                fs::create_dir_all(&outside)?;
+                std::os::unix::fs::symlink(&outside, &dir)?;
+            }
+        }
+        run(Command::new("chown").args(["-R", "postgres:postgres", &format!("{}/", path_str(&dir)?)]))?;
+        Ok(dir)
+    }
+
+    fn start_postgres(&self, part: &Part) -> anyhow::Result<()> {
+        let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
+        let dir = self.prepare_pg_dir(part)?;
+        let data = dir.join("data");
+        if !data.join("PG_VERSION").exists() {
+            as_postgres(bin.join("initdb"))
+                .args(["-D", path_str(&data)?, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"])
+                .stdout(Stdio::null())
+                .status()
+                .context("initdb failed")?
+                .success()
+                .then_some(())
+                .context("initdb failed")?;
+        }
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_prepared_transactions=64 -c max_connections=200 \
+             -c shared_buffers=256MB -c fsync=on -c synchronous_commit=on",
+            part.port,
+            path_str(&dir)?
+        );
+        let status = as_postgres(bin.join("pg_ctl"))
+            .args(["-D", path_str(&data)?, "-l", path_str(&dir.join("postgres.log"))?, "-o", &options])
+            .args(["-w", "-t", "60", "start"])
+            .stdout(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "pg_ctl start failed; see {}", dir.join("postgres.log").display());
+        Ok(())
+    }
+
+    fn psql(&self, part: &Part, sql: &str) -> anyhow::Result<String> {
+        let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
+        let output = Command::new(bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &part.port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "psql on {}: {}",
+            part.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn create_database(&self, part: &Part, database: &str) -> anyhow::Result<()> {
+        let exists = self.psql(part, &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"))?;
+        if exists.trim() != "1" {
+            self.psql(part, &format!("CREATE DATABASE \"{database}\""))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the databases that tests made (`test_…`) and left behind.
+    pub fn drop_test_databases(&self) -> anyhow::Result<()> {
+        for part in PARTS.iter().filter(|p| matches!(p.kind, Kind::Postgres { .. })) {
+            let names = self.psql(part, "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%'")?;
+            for name in names.lines().filter(|n| !n.is_empty()) {
+                self.psql(part, &format!("DROP DATABASE \"{name}\" WITH (FORCE)"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every part this stack started, services first.
+    pub fn down(&self) -> anyhow::Result<()> {
+        for part in PARTS.iter().rev() {
+            let Some(pid) = self.pid(part) else { continue };
+            match part.kind {
+                Kind::Postgres { .. } => {
+                    let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
+                    let status = as_postgres(bin.join("pg_ctl"))
+                        .args(["-D", path_str(&self.pg_data(part))?, "-m", "fast", "-w", "stop"])
+                        .stdout(Stdio::null())
+                        .status()?;
+                    anyhow::ensure!(status.success(), "pg_ctl stop failed for {}", part.name);
+                }
+                _ => stop_pid(pid)?,
+            }
+            let _ = fs::remove_file(self.pid_file(part));
+            println!("    {:<13} stopped (pid {pid})", part.name);
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> anyhow::Result<()> {
+        println!("{:<13} {:>6} {:>8}  health", "part", "port", "pid");
+        for part in PARTS {
+            let pid = self.pid(part);
+            let health = match (pid, self.healthy(part)) {
+                (Some(_), true) => "healthy",
+                (Some(_), false) => "NOT HEALTHY",
+                (None, true) => "answers, but not started by this stack",
+                (None, false) => "stopped",
+            };
+            let pid = pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            println!("{:<13} {:>6} {:>8}  {health}", part.name, part.port, pid);
+        }
+        Ok(())
+    }
+
+    pub fn logs(&self, name: &str, lines: usize, follow: bool) -> anyhow::Result<()> {
+        let part = PARTS.iter().find(|p| p.name == name).with_context(|| {
+            let names: Vec<&str> = PARTS.iter().map(|p| p.name).collect();
+            format!("no part called {name}; parts: {}", names.join(", "))
+        })?;
+        let file = self.log_file(part);
+        anyhow::ensure!(file.exists(), "{} has no log yet ({})", part.name, file.display());
+        let mut tail = Command::new("tail");
+        tail.args(["-n", &lines.to_string()]);
+        if follow {
+            tail.arg("-F");
+        }
+        run(tail.arg(&file))
+    }
+
+    fn tail(&self, part: &Part, lines: usize) -> String {
+        let text = fs::read_to_string(self.log_file(part)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// A command run as the `postgres` user when we are root (PostgreSQL refuses to run as root).
+fn as_postgres(program: PathBuf) -> Command {
+    if install::is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+fn fnv1a(text: &str) -> u64 {
+    text.bytes()
+        .fold(0xcbf29ce484222325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3))
+}
+
+fn is_alive(pid: u32) -> bool {
+    // A zombie (state Z) has exited; only its parent has not reaped it yet.
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn stop_pid(pid: u32) -> anyhow::Result<()> {
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while is_alive(pid) {
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            bail!("pid {pid} did not stop within {STOP_TIMEOUT:?}; killed");
+        }
+        std::thread::sleep(PROBE_INTERVAL);
+    }
+    Ok(())
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(300)).is_ok()
+}
+
+/// Sends `request` and returns what comes back before the peer closes or a second passes.
+fn tcp_exchange(port: u16, request: &[u8]) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(request).ok()?;
+    let mut buffer = [0u8; 256];
+    let n = stream.read(&mut buffer).ok()?;
+    Some(String::from_utf8_lossy(&buffer[..n]).trim().to_owned())
+}
+
+/// The status code of `GET path` on the port, if it answers HTTP.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let response = tcp_exchange(port, request.as_bytes())?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs a future on the xtask's runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime can be built")
+        })
+        .block_on(future)
+}
