@@ -1,5 +1,6 @@
 -- The local message table (outbox) and the consumer's bookkeeping; the same in every service database.
--- See shared/messaging for the protocol.
+-- See shared/messaging for the protocol. A row is deleted once Kafka acknowledged it, so the table holds
+-- exactly the messages still to be delivered.
 
 CREATE TABLE outbox (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -10,12 +11,8 @@ CREATE TABLE outbox (
     created_at      timestamptz NOT NULL DEFAULT now(),
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    last_error      text,
-    sent_at         timestamptz
+    last_error      text
 );
-
--- The relay's work queue: undelivered rows in insertion order.
-CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 
 -- Wake the relays when rows commit (one notification per statement; Postgres folds duplicates per transaction).
 CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -1,4 +1,402 @@
+//! `cargo xtask bench outbox`: the outbox order flow against the running stack, and its baseline — pgbench
+//! running the same write path SQL on the same PostgreSQL cluster — in the same run.
+//!
+//! Per round:
+//! 1. **baseline**: pgbench, `clients` connections for `seconds`, each transaction the order write path of
+//!    `POST /orders` (order row + outbox row in one transaction) on a scratch database of orders-db with the
+//!    orders schema — same server, same durability (`synchronous_commit=on`, fsync on);
+//! 2. **distlab at full load**: `clients` closed-loop HTTP clients place one-item orders for `seconds`;
+//!    accepted/s is counted at the client, then every order is waited for; confirmed/s is the number of
+//!    orders divided by the time from the first acceptance to the last confirmation (so a backlog that drains
+//!    slowly lowers it), and the confirm latency is `updated_at − created_at` of each order;
+//! 3. **distlab at half rate**: an open-loop load at half the confirmed rate of step 2 for `seconds`, for the
+//!    confirm latency when the system is not saturated.
+//!
+//! Medians over the rounds are printed with the ratio to the baseline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
 use clap::Subcommand;
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+use crate::stack::{Stack, block_on};
+
 #[derive(Debug, Subcommand)]
-pub enum Which { Outbox }
-pub fn run(_s: &crate::stack::Stack, _w: Which) -> anyhow::Result<()> { Ok(()) }
+pub enum Which {
+    /// The outbox order flow (order + inventory + Kafka) against pgbench on the same write path.
+    Outbox {
+        /// Seconds of load per phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent clients (HTTP clients for distlab, connections for pgbench).
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Rounds; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Distinct SKUs the orders spread over.
+        #[arg(long, default_value_t = 50)]
+        skus: usize,
+    },
+}
+
+const ORDER_URL: &str = "http://127.0.0.1:8081";
+const INVENTORY_URL: &str = "http://127.0.0.1:8082";
+const ORDERS_SERVER: &str = "postgres://postgres@127.0.0.1:15432";
+
+pub fn run(stack: &Stack, which: Which) -> anyhow::Result<()> {
+    let Which::Outbox {
+        seconds,
+        clients,
+        rounds,
+        skus,
+    } = which;
+    anyhow::ensure!(
+        stack.is_fully_healthy(),
+        "the stack is not fully up: run `cargo xtask up` (release services) first"
+    );
+    block_on(outbox(
+        stack,
+        Duration::from_secs(seconds),
+        clients,
+        rounds.max(1),
+        skus.max(1),
+    ))
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Round {
+    pgbench_tps: f64,
+    accepted_per_s: f64,
+    confirmed_per_s: f64,
+    full_p50_ms: f64,
+    full_p99_ms: f64,
+    half_rate: f64,
+    half_p50_ms: f64,
+    half_p99_ms: f64,
+}
+
+async fn outbox(
+    stack: &Stack,
+    seconds: Duration,
+    clients: usize,
+    rounds: usize,
+    skus: usize,
+) -> anyhow::Result<()> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let orders_db = PgPool::connect(&format!("{ORDERS_SERVER}/orders")).await?;
+    let sku_names: Vec<String> = (0..skus)
+        .map(|i| format!("BENCH-{run_id}-{i:03}"))
+        .collect();
+    for sku in &sku_names {
+        let response = http
+            .put(format!("{INVENTORY_URL}/products/{sku}"))
+            .json(&json!({"name": "bench", "price_cents": 1, "stock": 1_000_000_000}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "cannot seed {sku}: {}",
+            response.status()
+        );
+    }
+    let sku_names = Arc::new(sku_names);
+
+    println!(
+        "outbox benchmark: {rounds} round(s) of {seconds:?} per phase, {clients} clients, {skus} SKUs"
+    );
+    let mut results = Vec::new();
+    for round in 1..=rounds {
+        let mut r = Round {
+            pgbench_tps: pgbench(stack, seconds, clients).await?,
+            ..Round::default()
+        };
+        let customer = format!("bench-{run_id}-r{round}-full");
+        let placed = load(
+            &http,
+            &sku_names,
+            &customer,
+            seconds,
+            Load::Closed { clients },
+        )
+        .await?;
+        r.accepted_per_s = placed as f64 / seconds.as_secs_f64();
+        let full = settle(&orders_db, &customer, placed).await?;
+        r.confirmed_per_s = full.throughput;
+        (r.full_p50_ms, r.full_p99_ms) = (full.p50_ms, full.p99_ms);
+
+        r.half_rate = (r.confirmed_per_s / 2.0).max(1.0);
+        let customer = format!("bench-{run_id}-r{round}-half");
+        let placed = load(
+            &http,
+            &sku_names,
+            &customer,
+            seconds,
+            Load::Open {
+                per_second: r.half_rate,
+            },
+        )
+        .await?;
+        let half = settle(&orders_db, &customer, placed).await?;
+        (r.half_p50_ms, r.half_p99_ms) = (half.p50_ms, half.p99_ms);
+        println!(
+            "  round {round}: pgbench {:.0} tps | accepted {:.0}/s, confirmed {:.0}/s, confirm p50 {:.1} ms p99 {:.1} ms \
+             | at {:.0}/s: p50 {:.1} ms p99 {:.1} ms",
+            r.pgbench_tps,
+            r.accepted_per_s,
+            r.confirmed_per_s,
+            r.full_p50_ms,
+            r.full_p99_ms,
+            r.half_rate,
+            r.half_p50_ms,
+            r.half_p99_ms
+        );
+        results.push(r);
+    }
+
+    let median = |f: fn(&Round) -> f64| {
+        let mut values: Vec<f64> = results.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let baseline = median(|r| r.pgbench_tps);
+    let accepted = median(|r| r.accepted_per_s);
+    let confirmed = median(|r| r.confirmed_per_s);
+    println!();
+    println!(
+        "medians of {rounds} round(s)            distlab     baseline (pgbench, same SQL)   ratio"
+    );
+    println!(
+        "  write path, orders/s             {accepted:>9.0}     {baseline:>9.0}                      {:.2}",
+        accepted / baseline
+    );
+    println!(
+        "  confirmed end to end, orders/s   {confirmed:>9.0}     {baseline:>9.0}                      {:.2}",
+        confirmed / baseline
+    );
+    println!(
+        "  confirm latency at full load     p50 {:.1} ms, p99 {:.1} ms",
+        median(|r| r.full_p50_ms),
+        median(|r| r.full_p99_ms)
+    );
+    println!(
+        "  confirm latency at half rate     p50 {:.1} ms, p99 {:.1} ms (at {:.0} orders/s)",
+        median(|r| r.half_p50_ms),
+        median(|r| r.half_p99_ms),
+        median(|r| r.half_rate)
+    );
+    println!(
+        "goals: confirmed ≥ 1000/s: {} | confirmed ≥ 0.5 × pgbench: {} | p99 < 100 ms at half rate: {}",
+        verdict(confirmed >= 1000.0),
+        verdict(confirmed >= 0.5 * baseline),
+        verdict(median(|r| r.half_p99_ms) < 100.0)
+    );
+    Ok(())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// `clients` clients, each sending its next order when the last one is answered.
+    Closed { clients: usize },
+    /// Orders sent at a fixed rate, whatever the answers.
+    Open { per_second: f64 },
+}
+
+/// Places one-item orders for `duration`; returns how many were accepted (202).
+async fn load(
+    http: &reqwest::Client,
+    skus: &Arc<Vec<String>>,
+    customer: &str,
+    duration: Duration,
+    load: Load,
+) -> anyhow::Result<u64> {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let sequence = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let place = {
+        let (http, skus, customer) = (http.clone(), skus.clone(), customer.to_owned());
+        let (accepted, failed, sequence) = (accepted.clone(), failed.clone(), sequence.clone());
+        move || {
+            let (http, skus, customer) = (http.clone(), skus.clone(), customer.clone());
+            let (accepted, failed) = (accepted.clone(), failed.clone());
+            let n = sequence.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let sku = &skus[(n as usize) % skus.len()];
+                let body = json!({"customer_id": customer, "items": [{"sku": sku, "quantity": 1}]});
+                match http
+                    .post(format!("{ORDER_URL}/orders"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(response) if response.status() == 202 => {
+                        accepted.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }
+    };
+    match load {
+        Load::Closed { clients } => {
+            let workers: Vec<_> = (0..clients)
+                .map(|_| {
+                    let place = place.clone();
+                    tokio::spawn(async move {
+                        while Instant::now() < deadline {
+                            place().await;
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.await?;
+            }
+        }
+        Load::Open { per_second } => {
+            let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut in_flight = tokio::task::JoinSet::new();
+            while Instant::now() < deadline {
+                ticks.tick().await;
+                in_flight.spawn(place());
+            }
+            while in_flight.join_next().await.is_some() {}
+        }
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} orders were not accepted; see `cargo xtask logs order`");
+    }
+    Ok(accepted.load(Ordering::Relaxed))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Waits until the customer's `expected` orders are decided; their throughput and confirm latencies.
+async fn settle(db: &PgPool, customer: &str, expected: u64) -> anyhow::Result<Settled> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (decided, pending): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status <> 'PENDING'), count(*) FILTER (WHERE status = 'PENDING')
+             FROM orders WHERE customer_id = $1",
+        )
+        .bind(customer)
+        .fetch_one(db)
+        .await?;
+        if pending == 0 && decided as u64 >= expected {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{pending} of {expected} orders still PENDING after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (count, span, p50, p99, rejected): (i64, f64, f64, f64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                extract(epoch FROM max(updated_at) - min(created_at))::float8,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM updated_at - created_at))::float8,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM updated_at - created_at))::float8,
+                count(*) FILTER (WHERE status = 'REJECTED')
+         FROM orders WHERE customer_id = $1",
+    )
+    .bind(customer)
+    .fetch_one(db)
+    .await?;
+    anyhow::ensure!(
+        rejected == 0,
+        "{rejected} bench orders were REJECTED; the bench SKUs ran out of stock?"
+    );
+    Ok(Settled {
+        throughput: count as f64 / span.max(f64::EPSILON),
+        p50_ms: p50 * 1000.0,
+        p99_ms: p99 * 1000.0,
+    })
+}
+
+/// The SQL of `POST /orders` in outbox mode (see services/order/src/store.rs and shared/messaging/src/outbox.rs).
+const PGBENCH_SCRIPT: &str = r#"BEGIN;
+INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
+  VALUES (gen_random_uuid(), 'pgbench', '[{"sku": "BENCH-000", "quantity": 1}]', 'PENDING', 'outbox', now(), now());
+INSERT INTO outbox (message_id, topic, message_key, envelope)
+  VALUES (gen_random_uuid(), 'order-events', 'key', '{"message_id": "00000000-0000-0000-0000-000000000000", "type": "OrderPlaced", "occurred_at": "2026-01-01T00:00:00Z", "payload": {"order_id": "00000000-0000-0000-0000-000000000000", "customer_id": "pgbench", "items": [{"sku": "BENCH-000", "quantity": 1}]}}');
+COMMIT;
+"#;
+
+/// pgbench with the write path's SQL on a scratch database with the orders schema; its tps.
+async fn pgbench(stack: &Stack, duration: Duration, clients: usize) -> anyhow::Result<f64> {
+    let admin = PgPool::connect(&format!("{ORDERS_SERVER}/postgres")).await?;
+    sqlx::query("DROP DATABASE IF EXISTS bench_baseline WITH (FORCE)")
+        .execute(&admin)
+        .await?;
+    sqlx::query("CREATE DATABASE bench_baseline")
+        .execute(&admin)
+        .await?;
+    let scratch = PgPool::connect(&format!("{ORDERS_SERVER}/bench_baseline")).await?;
+    Migrator::new(stack.root().join("migrations/orders"))
+        .await?
+        .run(&scratch)
+        .await?;
+    scratch.close().await;
+
+    let script = stack.root().join(".distlab/pgbench-outbox.sql");
+    std::fs::write(&script, PGBENCH_SCRIPT)?;
+    let bin = crate::install::postgres_bin_dir().context("PostgreSQL is not installed")?;
+    let output = tokio::process::Command::new(bin.join("pgbench"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "15432",
+            "-U",
+            "postgres",
+            "-n",
+            "-M",
+            "prepared",
+            "-j",
+            "2",
+        ])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-T",
+            &duration.as_secs().to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg("bench_baseline")
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    sqlx::query("DROP DATABASE bench_baseline WITH (FORCE)")
+        .execute(&admin)
+        .await?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no tps in pgbench's output:\n{text}"))
+}

@@ -45,7 +45,11 @@ pub fn ensure_all(with_test_tools: bool) -> anyhow::Result<()> {
 }
 
 fn ensure_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().filter(|p| !(p.provides)()).map(|p| p.name).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|p| !(p.provides)())
+        .map(|p| p.name)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -54,12 +58,23 @@ fn ensure_packages() -> anyhow::Result<()> {
         missing.join(" ")
     );
     if !is_root() {
-        bail!("missing Debian packages: {}. Run as root:\n    {command}", missing.join(", "));
+        bail!(
+            "missing Debian packages: {}. Run as root:\n    {command}",
+            missing.join(", ")
+        );
     }
     println!("==> installing {}", missing.join(", "));
     run(Command::new("sh").args(["-c", &command])).context("apt-get install failed")?;
-    let still: Vec<&str> = PACKAGES.iter().filter(|p| !(p.provides)()).map(|p| p.name).collect();
-    anyhow::ensure!(still.is_empty(), "still missing after apt-get: {}", still.join(", "));
+    let still: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|p| !(p.provides)())
+        .map(|p| p.name)
+        .collect();
+    anyhow::ensure!(
+        still.is_empty(),
+        "still missing after apt-get: {}",
+        still.join(", ")
+    );
     Ok(())
 }
 
@@ -67,10 +82,15 @@ fn ensure_tansu() -> anyhow::Result<()> {
     if tansu_bin().is_some() {
         return Ok(());
     }
-    println!("==> installing tansu (the local Kafka-compatible broker; about 7–15 minutes on 2 cores)");
+    println!(
+        "==> installing tansu (the local Kafka-compatible broker; about 7–15 minutes on 2 cores)"
+    );
     run(Command::new(env!("CARGO")).args(["install", "tansu", "--locked", "--features", "libsql"]))
         .context("cargo install tansu failed")?;
-    anyhow::ensure!(tansu_bin().is_some(), "tansu is not on PATH nor in ~/.cargo/bin after installing it");
+    anyhow::ensure!(
+        tansu_bin().is_some(),
+        "tansu is not on PATH nor in ~/.cargo/bin after installing it"
+    );
     Ok(())
 }
 
@@ -89,7 +109,9 @@ fn ensure_nextest() -> anyhow::Result<()> {
 
 /// Runs a command with inherited output, failing on a non-zero exit.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
     anyhow::ensure!(status.success(), "{command:?} exited with {status}");
     Ok(())
 }

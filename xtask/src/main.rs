@@ -68,7 +68,11 @@ fn main() -> ExitCode {
         Command::Up { infra_only } => stack::Stack::discover().and_then(|s| s.up(!infra_only)),
         Command::Down => stack::Stack::discover().and_then(|s| s.down()),
         Command::Status => stack::Stack::discover().and_then(|s| s.status()),
-        Command::Logs { part, lines, follow } => stack::Stack::discover().and_then(|s| s.logs(&part, lines, follow)),
+        Command::Logs {
+            part,
+            lines,
+            follow,
+        } => stack::Stack::discover().and_then(|s| s.logs(&part, lines, follow)),
         Command::Test { nextest_args } => test(&nextest_args),
         Command::Install => install::ensure_all(true),
         Command::Bench { which } => stack::Stack::discover().and_then(|s| bench::run(&s, which)),

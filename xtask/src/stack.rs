@@ -25,16 +25,28 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a stopped process may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Partitions of the topics the stack creates.
+/// Partitions of the topics the stack creates, unless `KAFKA_TOPIC_PARTITIONS` says otherwise.
 pub const TOPIC_PARTITIONS: i32 = 8;
+
+fn topic_partitions() -> i32 {
+    std::env::var("KAFKA_TOPIC_PARTITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TOPIC_PARTITIONS)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Postgres { database: &'static str },
+    Postgres {
+        database: &'static str,
+    },
     Kafka,
     Redis,
     ZooKeeper,
-    Service { binary: &'static str, package: &'static str },
+    Service {
+        binary: &'static str,
+        package: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,15 +64,59 @@ impl Part {
 
 /// Every part, in start order (stopped in reverse).
 pub const PARTS: &[Part] = &[
-    Part { name: "orders-db", port: 15432, kind: Kind::Postgres { database: "orders" } },
-    Part { name: "inventory-db", port: 15433, kind: Kind::Postgres { database: "inventory" } },
-    Part { name: "kafka", port: 19092, kind: Kind::Kafka },
-    Part { name: "redis-16379", port: 16379, kind: Kind::Redis },
-    Part { name: "redis-16380", port: 16380, kind: Kind::Redis },
-    Part { name: "redis-16381", port: 16381, kind: Kind::Redis },
-    Part { name: "zookeeper", port: 12181, kind: Kind::ZooKeeper },
-    Part { name: "inventory", port: 8082, kind: Kind::Service { binary: "distlab-inventory", package: "inventory" } },
-    Part { name: "order", port: 8081, kind: Kind::Service { binary: "distlab-order", package: "order" } },
+    Part {
+        name: "orders-db",
+        port: 15432,
+        kind: Kind::Postgres { database: "orders" },
+    },
+    Part {
+        name: "inventory-db",
+        port: 15433,
+        kind: Kind::Postgres {
+            database: "inventory",
+        },
+    },
+    Part {
+        name: "kafka",
+        port: 19092,
+        kind: Kind::Kafka,
+    },
+    Part {
+        name: "redis-16379",
+        port: 16379,
+        kind: Kind::Redis,
+    },
+    Part {
+        name: "redis-16380",
+        port: 16380,
+        kind: Kind::Redis,
+    },
+    Part {
+        name: "redis-16381",
+        port: 16381,
+        kind: Kind::Redis,
+    },
+    Part {
+        name: "zookeeper",
+        port: 12181,
+        kind: Kind::ZooKeeper,
+    },
+    Part {
+        name: "inventory",
+        port: 8082,
+        kind: Kind::Service {
+            binary: "distlab-inventory",
+            package: "inventory",
+        },
+    },
+    Part {
+        name: "order",
+        port: 8081,
+        kind: Kind::Service {
+            binary: "distlab-order",
+            package: "order",
+        },
+    },
 ];
 
 #[derive(Debug)]
@@ -118,11 +174,15 @@ impl Stack {
                     .status()
                     .is_ok_and(|s| s.success())
             }),
-            Kind::Redis => tcp_exchange(part.port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG")),
+            Kind::Redis => {
+                tcp_exchange(part.port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
+            }
             Kind::ZooKeeper => tcp_exchange(part.port, b"ruok").is_some_and(|r| r == "imok"),
             Kind::Kafka => block_on(async {
                 match kafka::producer(&format!("127.0.0.1:{}", part.port), "xtask-probe") {
-                    Ok(producer) => kafka::probe(&producer, Duration::from_secs(2)).await.is_ok(),
+                    Ok(producer) => kafka::probe(&producer, Duration::from_secs(2))
+                        .await
+                        .is_ok(),
                     Err(_) => false,
                 }
             }),
@@ -131,7 +191,9 @@ impl Stack {
     }
 
     pub fn is_fully_healthy(&self) -> bool {
-        PARTS.iter().all(|p| self.pid(p).is_some() && self.healthy(p))
+        PARTS
+            .iter()
+            .all(|p| self.pid(p).is_some() && self.healthy(p))
     }
 
     /// Starts every part that is not running (services too when `with_services`).
@@ -144,7 +206,9 @@ impl Stack {
         if with_services {
             println!("==> building the services (release)");
             let mut build = Command::new(env!("CARGO"));
-            build.current_dir(&self.root).args(["build", "--release", "--quiet"]);
+            build
+                .current_dir(&self.root)
+                .args(["build", "--release", "--quiet"]);
             for part in PARTS {
                 if let Kind::Service { package, .. } = part.kind {
                     build.args(["-p", package]);
@@ -153,13 +217,22 @@ impl Stack {
             run(&mut build)?;
         }
         for part in PARTS.iter().filter(|p| with_services || !p.is_service()) {
-            self.up_part(part).with_context(|| format!("cannot start {}", part.name))?;
+            self.up_part(part)
+                .with_context(|| format!("cannot start {}", part.name))?;
         }
         println!("==> stack up in {:.1?}", started.elapsed());
         Ok(())
     }
 
     fn up_part(&self, part: &Part) -> anyhow::Result<()> {
+        if let (Some(pid), true) = (self.pid(part), self.binary_is_newer(part)) {
+            println!(
+                "    {:<13} :{:<5} rebuilt since it started; restarting",
+                part.name, part.port
+            );
+            stop_pid(pid)?;
+            let _ = fs::remove_file(self.pid_file(part));
+        }
         let ours = self.pid(part);
         if ours.is_some() && self.healthy(part) {
             println!("    {:<13} :{:<5} already running", part.name, part.port);
@@ -175,12 +248,32 @@ impl Stack {
             let t = Instant::now();
             self.start(part)?;
             self.wait_ready(part)?;
-            println!("    {:<13} :{:<5} started in {:.1?}", part.name, part.port, t.elapsed());
+            println!(
+                "    {:<13} :{:<5} started in {:.1?}",
+                part.name,
+                part.port,
+                t.elapsed()
+            );
         } else {
             self.wait_ready(part)?;
             println!("    {:<13} :{:<5} became ready", part.name, part.port);
         }
         self.after_ready(part)
+    }
+
+    /// Whether a running service's binary was rebuilt after the service started.
+    fn binary_is_newer(&self, part: &Part) -> bool {
+        let Kind::Service { binary, .. } = part.kind else {
+            return false;
+        };
+        let modified = |path: PathBuf| fs::metadata(path).and_then(|m| m.modified()).ok();
+        match (
+            modified(self.root.join("target/release").join(binary)),
+            modified(self.pid_file(part)),
+        ) {
+            (Some(built), Some(started)) => built > started,
+            _ => false,
+        }
     }
 
     fn wait_ready(&self, part: &Part) -> anyhow::Result<()> {
@@ -191,12 +284,23 @@ impl Stack {
             }
             // PostgreSQL and Redis daemonise and write their own pid files a moment later; the processes
             // this stack spawns itself have theirs from the start.
-            let spawned = matches!(part.kind, Kind::Kafka | Kind::ZooKeeper | Kind::Service { .. });
+            let spawned = matches!(
+                part.kind,
+                Kind::Kafka | Kind::ZooKeeper | Kind::Service { .. }
+            );
             if spawned && self.pid(part).is_none() {
-                bail!("{} exited during start-up; last log lines:\n{}", part.name, self.tail(part, 20));
+                bail!(
+                    "{} exited during start-up; last log lines:\n{}",
+                    part.name,
+                    self.tail(part, 20)
+                );
             }
             if Instant::now() > deadline {
-                bail!("{} not ready after {READY_TIMEOUT:?}; last log lines:\n{}", part.name, self.tail(part, 20));
+                bail!(
+                    "{} not ready after {READY_TIMEOUT:?}; last log lines:\n{}",
+                    part.name,
+                    self.tail(part, 20)
+                );
             }
             std::thread::sleep(PROBE_INTERVAL);
         }
@@ -208,8 +312,16 @@ impl Stack {
             Kind::Postgres { database } => self.create_database(part, database),
             Kind::Kafka => {
                 let brokers = format!("127.0.0.1:{}", part.port);
-                let topics = [distlab_messaging::events::ORDER_EVENTS, distlab_messaging::events::INVENTORY_EVENTS];
-                block_on(kafka::ensure_topics(&brokers, &topics, TOPIC_PARTITIONS, 1))
+                let topics = [
+                    distlab_messaging::events::ORDER_EVENTS,
+                    distlab_messaging::events::INVENTORY_EVENTS,
+                ];
+                block_on(kafka::ensure_topics(
+                    &brokers,
+                    &topics,
+                    topic_partitions(),
+                    1,
+                ))
             }
             _ => Ok(()),
         }
@@ -219,7 +331,8 @@ impl Stack {
         match part.kind {
             Kind::Postgres { .. } => self.start_postgres(part),
             Kind::Kafka => {
-                let tansu = install::tansu_bin().context("tansu is not installed (cargo xtask install)")?;
+                let tansu =
+                    install::tansu_bin().context("tansu is not installed (cargo xtask install)")?;
                 fs::create_dir_all(self.state.join("kafka"))?;
                 let listener = format!("tcp://127.0.0.1:{}", part.port);
                 let mut command = Command::new(tansu);
@@ -284,7 +397,10 @@ impl Stack {
                 let exe = self.root.join("target/release").join(binary);
                 anyhow::ensure!(exe.is_file(), "{} is not built", exe.display());
                 let mut command = Command::new(exe);
-                command.current_dir(&self.root).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()));
+                command.current_dir(&self.root).env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or("info".into()),
+                );
                 self.spawn(part, &mut command)
             }
         }
@@ -293,7 +409,10 @@ impl Stack {
     /// Starts a long-running process in its own process group, logging to its log file.
     fn spawn(&self, part: &Part, command: &mut Command) -> anyhow::Result<()> {
         use std::os::unix::process::CommandExt;
-        let log = OpenOptions::new().create(true).append(true).open(self.log_file(part))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file(part))?;
         let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -323,13 +442,20 @@ impl Stack {
             if reachable {
                 fs::create_dir_all(&dir)?;
             } else {
-                let outside = PathBuf::from(format!("/var/tmp/distlab-{:016x}", fnv1a(path_str(&self.root)?)))
-                    .join(part.name);
+                let outside = PathBuf::from(format!(
+                    "/var/tmp/distlab-{:016x}",
+                    fnv1a(path_str(&self.root)?)
+                ))
+                .join(part.name);
                 fs::create_dir_all(&outside)?;
                 std::os::unix::fs::symlink(&outside, &dir)?;
             }
         }
-        run(Command::new("chown").args(["-R", "postgres:postgres", &format!("{}/", path_str(&dir)?)]))?;
+        run(Command::new("chown").args([
+            "-R",
+            "postgres:postgres",
+            &format!("{}/", path_str(&dir)?),
+        ]))?;
         Ok(dir)
     }
 
@@ -339,7 +465,16 @@ impl Stack {
         let data = dir.join("data");
         if !data.join("PG_VERSION").exists() {
             as_postgres(bin.join("initdb"))
-                .args(["-D", path_str(&data)?, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"])
+                .args([
+                    "-D",
+                    path_str(&data)?,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ])
                 .stdout(Stdio::null())
                 .status()
                 .context("initdb failed")?
@@ -354,18 +489,38 @@ impl Stack {
             path_str(&dir)?
         );
         let status = as_postgres(bin.join("pg_ctl"))
-            .args(["-D", path_str(&data)?, "-l", path_str(&dir.join("postgres.log"))?, "-o", &options])
+            .args([
+                "-D",
+                path_str(&data)?,
+                "-l",
+                path_str(&dir.join("postgres.log"))?,
+                "-o",
+                &options,
+            ])
             .args(["-w", "-t", "60", "start"])
             .stdout(Stdio::null())
             .status()?;
-        anyhow::ensure!(status.success(), "pg_ctl start failed; see {}", dir.join("postgres.log").display());
+        anyhow::ensure!(
+            status.success(),
+            "pg_ctl start failed; see {}",
+            dir.join("postgres.log").display()
+        );
         Ok(())
     }
 
     fn psql(&self, part: &Part, sql: &str) -> anyhow::Result<String> {
         let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
         let output = Command::new(bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &part.port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &part.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
             .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
             .output()?;
         anyhow::ensure!(
@@ -378,7 +533,10 @@ impl Stack {
     }
 
     fn create_database(&self, part: &Part, database: &str) -> anyhow::Result<()> {
-        let exists = self.psql(part, &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"))?;
+        let exists = self.psql(
+            part,
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
+        )?;
         if exists.trim() != "1" {
             self.psql(part, &format!("CREATE DATABASE \"{database}\""))?;
         }
@@ -387,8 +545,14 @@ impl Stack {
 
     /// Drops the databases that tests made (`test_…`) and left behind.
     pub fn drop_test_databases(&self) -> anyhow::Result<()> {
-        for part in PARTS.iter().filter(|p| matches!(p.kind, Kind::Postgres { .. })) {
-            let names = self.psql(part, "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%'")?;
+        for part in PARTS
+            .iter()
+            .filter(|p| matches!(p.kind, Kind::Postgres { .. }))
+        {
+            let names = self.psql(
+                part,
+                "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%'",
+            )?;
             for name in names.lines().filter(|n| !n.is_empty()) {
                 self.psql(part, &format!("DROP DATABASE \"{name}\" WITH (FORCE)"))?;
             }
@@ -404,7 +568,14 @@ impl Stack {
                 Kind::Postgres { .. } => {
                     let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
                     let status = as_postgres(bin.join("pg_ctl"))
-                        .args(["-D", path_str(&self.pg_data(part))?, "-m", "fast", "-w", "stop"])
+                        .args([
+                            "-D",
+                            path_str(&self.pg_data(part))?,
+                            "-m",
+                            "fast",
+                            "-w",
+                            "stop",
+                        ])
                         .stdout(Stdio::null())
                         .status()?;
                     anyhow::ensure!(status.success(), "pg_ctl stop failed for {}", part.name);
@@ -439,7 +610,12 @@ impl Stack {
             format!("no part called {name}; parts: {}", names.join(", "))
         })?;
         let file = self.log_file(part);
-        anyhow::ensure!(file.exists(), "{} has no log yet ({})", part.name, file.display());
+        anyhow::ensure!(
+            file.exists(),
+            "{} has no log yet ({})",
+            part.name,
+            file.display()
+        );
         let mut tail = Command::new("tail");
         tail.args(["-n", &lines.to_string()]);
         if follow {
@@ -467,28 +643,37 @@ fn as_postgres(program: PathBuf) -> Command {
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
-    path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn fnv1a(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xcbf29ce484222325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3))
+    text.bytes().fold(0xcbf29ce484222325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn is_alive(pid: u32) -> bool {
     // A zombie (state Z) has exited; only its parent has not reaped it yet.
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
 fn stop_pid(pid: u32) -> anyhow::Result<()> {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let deadline = Instant::now() + STOP_TIMEOUT;
     while is_alive(pid) {
         if Instant::now() > deadline {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             bail!("pid {pid} did not stop within {STOP_TIMEOUT:?}; killed");
         }
         std::thread::sleep(PROBE_INTERVAL);
@@ -497,12 +682,20 @@ fn stop_pid(pid: u32) -> anyhow::Result<()> {
 }
 
 fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(300)).is_ok()
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(300),
+    )
+    .is_ok()
 }
 
 /// Sends `request` and returns what comes back before the peer closes or a second passes.
 fn tcp_exchange(port: u16, request: &[u8]) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).ok()?;
+    let mut stream = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
     stream.write_all(request).ok()?;
     let mut buffer = [0u8; 256];

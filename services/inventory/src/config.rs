@@ -5,13 +5,21 @@ use std::net::SocketAddr;
 use distlab_messaging::kafka::KafkaArgs;
 
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "distlab-inventory", version, about = "distlab inventory service")]
+#[command(
+    name = "distlab-inventory",
+    version,
+    about = "distlab inventory service"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8082")]
     pub listen: SocketAddr,
     /// PostgreSQL URL of the inventory database (migrations are applied at start-up).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15433/inventory")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:15433/inventory"
+    )]
     pub database_url: String,
     /// Size of the database connection pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]

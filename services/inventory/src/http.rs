@@ -23,7 +23,10 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "distlab inventory", description = "Products and stock; reservations come from OrderPlaced events."),
+    info(
+        title = "distlab inventory",
+        description = "Products and stock; reservations come from OrderPlaced events."
+    ),
     paths(put_product, get_product, list_products),
     components(schemas(Product, ProductInput, ProductList, ErrorBody))
 )]
@@ -40,13 +43,16 @@ struct ProductList {
 
 fn database_error(error: sqlx::Error) -> ApiError {
     match error {
-        sqlx::Error::PoolTimedOut => ApiError::unavailable("the inventory database is not answering"),
+        sqlx::Error::PoolTimedOut => {
+            ApiError::unavailable("the inventory database is not answering")
+        }
         other => ApiError::internal(&other),
     }
 }
 
 fn parse_sku(sku: &str) -> Result<(), ApiError> {
-    products::validate_sku(sku).map_err(|e| ApiError::bad_request("invalid_sku", format!("sku {}", e.message)))
+    products::validate_sku(sku)
+        .map_err(|e| ApiError::bad_request("invalid_sku", format!("sku {}", e.message)))
 }
 
 /// Creates a product or resets its stock (admin seeding).
@@ -64,7 +70,9 @@ async fn put_product(
     if !errors.is_empty() {
         return Err(ApiError::validation("the product is not valid", &errors));
     }
-    let product = products::upsert(&state.pool, &sku, &input).await.map_err(database_error)?;
+    let product = products::upsert(&state.pool, &sku, &input)
+        .await
+        .map_err(database_error)?;
     Ok(Json(product))
 }
 
@@ -72,7 +80,10 @@ async fn put_product(
 #[utoipa::path(get, path = "/products/{sku}",
     params(("sku" = String, Path)),
     responses((status = 200, body = Product), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_product(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<Product>, ApiError> {
+async fn get_product(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Json<Product>, ApiError> {
     parse_sku(&sku)?;
     products::get(&state.pool, &sku)
         .await

@@ -46,22 +46,40 @@ impl Application {
     /// Connects, migrates, creates the topics, binds the listener and prepares the relay and consumer.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         distlab_platform::metrics::install();
-        let pool = distlab_platform::db::connect(&config.database_url, config.database_max_connections).await?;
-        MIGRATOR.run(&pool).await.context("cannot migrate the inventory database")?;
+        let pool =
+            distlab_platform::db::connect(&config.database_url, config.database_max_connections)
+                .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("cannot migrate the inventory database")?;
         let k = &config.kafka;
-        kafka::ensure_topics(&k.brokers, &k.topics(), k.topic_partitions, k.replication_factor).await?;
+        kafka::ensure_topics(
+            &k.brokers,
+            &k.topics(),
+            k.topic_partitions,
+            k.replication_factor,
+        )
+        .await?;
 
         let shutdown = CancellationToken::new();
         let relay_faults = RelayFaults::default();
-        let relay = Relay::new(pool.clone(), RelayConfig::new("inventory", &k.brokers), relay_faults.clone())?;
+        let relay = Relay::new(
+            pool.clone(),
+            RelayConfig::new("inventory", &k.brokers),
+            relay_faults.clone(),
+        )?;
         let consumer = IdempotentConsumer::new(
             pool.clone(),
-            ConsumerConfig::new(
-                "inventory",
-                &k.brokers,
-                &config.consumer_group,
-                vec![k.order_events_topic.clone()],
-            ),
+            ConsumerConfig {
+                fetch_wait_max_ms: k.fetch_wait_max_ms,
+                ..ConsumerConfig::new(
+                    "inventory",
+                    &k.brokers,
+                    &config.consumer_group,
+                    vec![k.order_events_topic.clone()],
+                )
+            },
             reservation::Reservations::new(k.inventory_events_topic.clone()),
         )?;
 
@@ -107,6 +125,9 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.service.run_until_stopped().await.context("inventory service failed")
+        self.service
+            .run_until_stopped()
+            .await
+            .context("inventory service failed")
     }
 }

@@ -1,7 +1,7 @@
 //! Products and their stock: validation of admin input ("parse, don't validate") and the queries.
 
-use serde::{Deserialize, Serialize};
 use distlab_platform::FieldError;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
@@ -35,11 +35,16 @@ pub struct ProductInput {
 pub fn validate_sku(sku: &str) -> Result<(), FieldError> {
     let ok = !sku.is_empty()
         && sku.len() <= MAX_SKU_LEN
-        && sku.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(FieldError::new("sku", format!("must be 1 to {MAX_SKU_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'")))
+        Err(FieldError::new(
+            "sku",
+            format!("must be 1 to {MAX_SKU_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'"),
+        ))
     }
 }
 
@@ -54,7 +59,10 @@ pub fn validate_input(input: &ProductInput) -> Vec<FieldError> {
         errors.push(FieldError::new("price_cents", "must be 0 or more"));
     }
     if !(0..=MAX_STOCK).contains(&input.stock) {
-        errors.push(FieldError::new("stock", format!("must be between 0 and {MAX_STOCK}")));
+        errors.push(FieldError::new(
+            "stock",
+            format!("must be between 0 and {MAX_STOCK}"),
+        ));
     }
     errors
 }
@@ -78,10 +86,12 @@ pub async fn upsert(pool: &PgPool, sku: &str, input: &ProductInput) -> sqlx::Res
 }
 
 pub async fn get(pool: &PgPool, sku: &str) -> sqlx::Result<Option<Product>> {
-    sqlx::query_as("SELECT sku, name, price_cents, available, reserved FROM products WHERE sku = $1")
-        .bind(sku)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(
+        "SELECT sku, name, price_cents, available, reserved FROM products WHERE sku = $1",
+    )
+    .bind(sku)
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Product>> {
@@ -111,7 +121,10 @@ mod tests {
             price_cents: -1,
             stock: MAX_STOCK + 1,
         };
-        let fields: Vec<String> = validate_input(&input).into_iter().map(|e| e.field).collect();
+        let fields: Vec<String> = validate_input(&input)
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
         assert_eq!(fields, ["name", "price_cents", "stock"]);
         let ok = ProductInput {
             name: "Widget".into(),

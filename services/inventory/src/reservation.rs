@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 
 use distlab_messaging::Envelope;
 use distlab_messaging::consumer::Handler;
-use distlab_messaging::events::{OrderItem, OrderPlaced, RejectReason, StockRejected, StockReserved};
+use distlab_messaging::events::{
+    OrderItem, OrderPlaced, RejectReason, StockRejected, StockReserved,
+};
 use distlab_messaging::outbox;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -49,7 +51,11 @@ pub fn merge_items(items: &[OrderItem]) -> Vec<OrderItem> {
 }
 
 /// Decides `order_id`: reserves all of `items` or nothing. Runs inside the caller's transaction.
-pub async fn reserve(conn: &mut PgConnection, order_id: Uuid, items: &[OrderItem]) -> anyhow::Result<Decision> {
+pub async fn reserve(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    items: &[OrderItem],
+) -> anyhow::Result<Decision> {
     let first = sqlx::query(
         "INSERT INTO order_outcomes (order_id, outcome) VALUES ($1, 'reserved') ON CONFLICT DO NOTHING",
     )
@@ -140,14 +146,29 @@ impl Handler for Reservations {
             return Ok(None);
         }
         let order: OrderPlaced = envelope.payload_as().map_err(|e| e.to_string())?;
-        if order.items.is_empty() || order.items.iter().any(|i| i.quantity == 0 || i.quantity > i32::MAX as u32) {
-            return Err(format!("order {} has no items or a quantity out of range", order.order_id));
+        if order.items.is_empty()
+            || order
+                .items
+                .iter()
+                .any(|i| i.quantity == 0 || i.quantity > i32::MAX as u32)
+        {
+            return Err(format!(
+                "order {} has no items or a quantity out of range",
+                order.order_id
+            ));
         }
         Ok(Some(order))
     }
 
-    async fn before_batch(&self, conn: &mut PgConnection, orders: &[&OrderPlaced]) -> anyhow::Result<()> {
-        let mut skus: Vec<&str> = orders.iter().flat_map(|o| o.items.iter().map(|i| i.sku.as_str())).collect();
+    async fn before_batch(
+        &self,
+        conn: &mut PgConnection,
+        orders: &[&OrderPlaced],
+    ) -> anyhow::Result<()> {
+        let mut skus: Vec<&str> = orders
+            .iter()
+            .flat_map(|o| o.items.iter().map(|i| i.sku.as_str()))
+            .collect();
         skus.sort_unstable();
         skus.dedup();
         sqlx::query("SELECT 1 FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
@@ -160,14 +181,16 @@ impl Handler for Reservations {
     async fn handle(&self, conn: &mut PgConnection, order: &OrderPlaced) -> anyhow::Result<()> {
         let answer = match reserve(&mut *conn, order.order_id, &order.items).await? {
             Decision::Reserved(items) => {
-                metrics::counter!("inventory_decisions_total", "outcome" => "reserved").increment(1);
+                metrics::counter!("inventory_decisions_total", "outcome" => "reserved")
+                    .increment(1);
                 Envelope::new(&StockReserved {
                     order_id: order.order_id,
                     items,
                 })?
             }
             Decision::Rejected { reason, sku } => {
-                metrics::counter!("inventory_decisions_total", "outcome" => reason.as_str()).increment(1);
+                metrics::counter!("inventory_decisions_total", "outcome" => reason.as_str())
+                    .increment(1);
                 Envelope::new(&StockRejected {
                     order_id: order.order_id,
                     reason,
@@ -179,7 +202,13 @@ impl Handler for Reservations {
                 return Ok(());
             }
         };
-        outbox::enqueue(conn, &self.answer_topic, &order.order_id.to_string(), &answer).await?;
+        outbox::enqueue(
+            conn,
+            &self.answer_topic,
+            &order.order_id.to_string(),
+            &answer,
+        )
+        .await?;
         Ok(())
     }
 }

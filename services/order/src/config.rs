@@ -13,7 +13,11 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
     /// PostgreSQL URL of the orders database (migrations are applied at start-up).
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:15432/orders")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:15432/orders"
+    )]
     pub database_url: String,
     /// Size of the database connection pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 32)]

@@ -37,9 +37,15 @@ impl Handler for Confirmations {
 
     fn decode(&self, envelope: &Envelope) -> Result<Option<StockAnswer>, String> {
         if envelope.is::<StockReserved>() {
-            envelope.payload_as().map(|e| Some(StockAnswer::Reserved(e))).map_err(|e| e.to_string())
+            envelope
+                .payload_as()
+                .map(|e| Some(StockAnswer::Reserved(e)))
+                .map_err(|e| e.to_string())
         } else if envelope.is::<StockRejected>() {
-            envelope.payload_as().map(|e| Some(StockAnswer::Rejected(e))).map_err(|e| e.to_string())
+            envelope
+                .payload_as()
+                .map(|e| Some(StockAnswer::Rejected(e)))
+                .map_err(|e| e.to_string())
         } else {
             Ok(None)
         }
@@ -52,12 +58,17 @@ impl Handler for Confirmations {
         };
         match store::finalize(conn, answer.order_id(), status, reason).await? {
             Some(created_at) => {
-                let latency = (chrono::Utc::now() - created_at).to_std().unwrap_or_default();
-                metrics::counter!("orders_finalized_total", "status" => status.as_str()).increment(1);
+                let latency = (chrono::Utc::now() - created_at)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::counter!("orders_finalized_total", "status" => status.as_str())
+                    .increment(1);
                 metrics::histogram!("order_decision_latency_seconds", "status" => status.as_str())
                     .record(latency.as_secs_f64());
             }
-            None => tracing::info!(order_id = %answer.order_id(), "answer for an order that is not PENDING; ignored"),
+            None => {
+                tracing::info!(order_id = %answer.order_id(), "answer for an order that is not PENDING; ignored")
+            }
         }
         Ok(())
     }

@@ -41,7 +41,9 @@ impl From<sqlx::Error> for OrderError {
 impl OrderError {
     pub fn status_code(&self) -> StatusCode {
         match self {
-            Self::Validation(_) | Self::IdempotencyKeyReused | Self::InvalidQuery(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation(_) | Self::IdempotencyKeyReused | Self::InvalidQuery(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::InvalidIdempotencyKey(_) | Self::InvalidOrderId => StatusCode::BAD_REQUEST,
             Self::ModeNotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

@@ -34,7 +34,10 @@ pub fn router(state: AppState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "distlab order", description = "Orders, placed by the outbox flow (and later 2PC)."),
+    info(
+        title = "distlab order",
+        description = "Orders, placed by the outbox flow (and later 2PC)."
+    ),
     paths(place_order, get_order, list_orders),
     components(schemas(PlaceOrder, ItemInput, Order, OrderList, Mode, Status, ErrorBody))
 )]
@@ -44,14 +47,21 @@ pub fn openapi() -> serde_json::Value {
     serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
 }
 
-fn idempotency_key(headers: &HeaderMap, request: &PlaceOrder) -> Result<Option<IdempotencyKey>, OrderError> {
+fn idempotency_key(
+    headers: &HeaderMap,
+    request: &PlaceOrder,
+) -> Result<Option<IdempotencyKey>, OrderError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
     let key = value
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or(OrderError::InvalidIdempotencyKey(
             "must be 1 to 255 visible ASCII characters",
         ))?;
@@ -74,7 +84,9 @@ async fn place_order(
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> Result<Response, OrderError> {
-    let order = request.validate(state.default_mode).map_err(OrderError::Validation)?;
+    let order = request
+        .validate(state.default_mode)
+        .map_err(OrderError::Validation)?;
     let key = idempotency_key(&headers, &request)?;
     if order.mode == Mode::TwoPhaseCommit {
         return Err(OrderError::ModeNotImplemented(order.mode));
@@ -85,10 +97,16 @@ async fn place_order(
             Ok(accepted(&order.id, axum::Json(&order).into_response()))
         }
         Ok(Placed::Replayed { status, body }) => {
-            let id = body.get("id").and_then(|v| v.as_str()).and_then(|s| s.parse().ok()).unwrap_or_default();
+            let id = body
+                .get("id")
+                .and_then(|v| v.as_str())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default();
             let mut response = accepted(&id, axum::Json(body).into_response());
             *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(response)
         }
         Ok(Placed::KeyReused) => Err(OrderError::IdempotencyKeyReused),
@@ -110,7 +128,10 @@ fn accepted(id: &Uuid, mut response: Response) -> Response {
 /// One order.
 #[utoipa::path(get, path = "/orders/{id}", params(("id" = Uuid, Path)),
     responses((status = 200, body = Order), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_order(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<Order>, OrderError> {
+async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Order>, OrderError> {
     let id: Uuid = id.parse().map_err(|_| OrderError::InvalidOrderId)?;
     store::get(&state.pool, id)
         .await?
@@ -155,14 +176,18 @@ async fn list_orders(
             .parse::<i64>()
             .ok()
             .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| OrderError::InvalidQuery(format!("limit must be between 1 and {MAX_PAGE}")))?,
+            .ok_or_else(|| {
+                OrderError::InvalidQuery(format!("limit must be between 1 and {MAX_PAGE}"))
+            })?,
     };
     let cursor = query
         .cursor
         .as_deref()
         .map(str::parse::<Uuid>)
         .transpose()
-        .map_err(|_| OrderError::InvalidQuery("cursor must be a next_cursor from an earlier page".into()))?;
+        .map_err(|_| {
+            OrderError::InvalidQuery("cursor must be a next_cursor from an earlier page".into())
+        })?;
     let mut orders = store::list(&state.pool, status, limit + 1, cursor).await?;
     let next_cursor = if orders.len() as i64 > limit {
         orders.truncate(limit as usize);
@@ -170,5 +195,8 @@ async fn list_orders(
     } else {
         None
     };
-    Ok(axum::Json(OrderList { orders, next_cursor }))
+    Ok(axum::Json(OrderList {
+        orders,
+        next_cursor,
+    }))
 }

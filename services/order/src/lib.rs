@@ -54,22 +54,40 @@ impl Application {
     /// Connects, migrates, creates the topics, binds the listener and prepares the relay and consumer.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         distlab_platform::metrics::install();
-        let pool = distlab_platform::db::connect(&config.database_url, config.database_max_connections).await?;
-        MIGRATOR.run(&pool).await.context("cannot migrate the orders database")?;
+        let pool =
+            distlab_platform::db::connect(&config.database_url, config.database_max_connections)
+                .await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("cannot migrate the orders database")?;
         let k = &config.kafka;
-        kafka::ensure_topics(&k.brokers, &k.topics(), k.topic_partitions, k.replication_factor).await?;
+        kafka::ensure_topics(
+            &k.brokers,
+            &k.topics(),
+            k.topic_partitions,
+            k.replication_factor,
+        )
+        .await?;
 
         let shutdown = CancellationToken::new();
         let relay_faults = RelayFaults::default();
-        let relay = Relay::new(pool.clone(), RelayConfig::new("order", &k.brokers), relay_faults.clone())?;
+        let relay = Relay::new(
+            pool.clone(),
+            RelayConfig::new("order", &k.brokers),
+            relay_faults.clone(),
+        )?;
         let consumer = IdempotentConsumer::new(
             pool.clone(),
-            ConsumerConfig::new(
-                "order",
-                &k.brokers,
-                &config.consumer_group,
-                vec![k.inventory_events_topic.clone()],
-            ),
+            ConsumerConfig {
+                fetch_wait_max_ms: k.fetch_wait_max_ms,
+                ..ConsumerConfig::new(
+                    "order",
+                    &k.brokers,
+                    &config.consumer_group,
+                    vec![k.inventory_events_topic.clone()],
+                )
+            },
             confirmation::Confirmations,
         )?;
 
@@ -120,6 +138,9 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.service.run_until_stopped().await.context("order service failed")
+        self.service
+            .run_until_stopped()
+            .await
+            .context("order service failed")
     }
 }

@@ -15,7 +15,9 @@ pub const MAX_QUANTITY: i64 = 1000;
 pub const MAX_ID_LEN: usize = 64;
 
 /// How an order's stock is reserved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum,
+)]
 pub enum Mode {
     /// Local message table + Kafka: 202 now, CONFIRMED or REJECTED later.
     #[serde(rename = "outbox")]
@@ -79,7 +81,9 @@ impl std::str::FromStr for Status {
             "PENDING" => Ok(Self::Pending),
             "CONFIRMED" => Ok(Self::Confirmed),
             "REJECTED" => Ok(Self::Rejected),
-            other => Err(format!("unknown status {other}; expected PENDING, CONFIRMED or REJECTED")),
+            other => Err(format!(
+                "unknown status {other}; expected PENDING, CONFIRMED or REJECTED"
+            )),
         }
     }
 }
@@ -116,14 +120,17 @@ pub struct ValidOrder {
 fn valid_id(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_ID_LEN
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl PlaceOrder {
     /// Checks every field, reporting every problem at once.
     pub fn validate(&self, default_mode: Mode) -> Result<ValidOrder, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let id_rule = format!("must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'");
+        let id_rule =
+            format!("must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'");
         if !valid_id(&self.customer_id) {
             errors.push(FieldError::new("customer_id", id_rule.clone()));
         }
@@ -140,7 +147,10 @@ impl PlaceOrder {
             if !(1..=MAX_QUANTITY).contains(&item.quantity) {
                 errors.push(FieldError::new(
                     format!("items[{i}].quantity"),
-                    format!("must be between 1 and {MAX_QUANTITY}, not {}", item.quantity),
+                    format!(
+                        "must be between 1 and {MAX_QUANTITY}, not {}",
+                        item.quantity
+                    ),
                 ));
             }
         }
@@ -201,7 +211,9 @@ mod tests {
 
     #[test]
     fn a_good_order_takes_the_default_mode() {
-        let order = request(vec![("SKU-1", 1), ("SKU-2", 1000)]).validate(Mode::Outbox).unwrap();
+        let order = request(vec![("SKU-1", 1), ("SKU-2", 1000)])
+            .validate(Mode::Outbox)
+            .unwrap();
         assert_eq!(order.mode, Mode::Outbox);
         assert_eq!(order.items.len(), 2);
         assert_eq!(order.items[1].quantity, 1000);
@@ -209,8 +221,16 @@ mod tests {
 
     #[test]
     fn quantity_bounds_are_1_to_1000() {
-        let result = request(vec![("A", 0), ("B", -3), ("C", 1001), ("D", 1)]).validate(Mode::Outbox);
-        assert_eq!(fields(result), ["items[0].quantity", "items[1].quantity", "items[2].quantity"]);
+        let result =
+            request(vec![("A", 0), ("B", -3), ("C", 1001), ("D", 1)]).validate(Mode::Outbox);
+        assert_eq!(
+            fields(result),
+            [
+                "items[0].quantity",
+                "items[1].quantity",
+                "items[2].quantity"
+            ]
+        );
     }
 
     #[test]
@@ -225,16 +245,30 @@ mod tests {
     fn ids_must_be_safe_and_short() {
         let mut req = request(vec![("bad sku", 1)]);
         req.customer_id = String::new();
-        assert_eq!(fields(req.validate(Mode::Outbox)), ["customer_id", "items[0].sku"]);
+        assert_eq!(
+            fields(req.validate(Mode::Outbox)),
+            ["customer_id", "items[0].sku"]
+        );
     }
 
     #[test]
     fn wire_names_of_mode_and_status() {
-        assert_eq!(serde_json::to_string(&Mode::TwoPhaseCommit).unwrap(), "\"2pc\"");
-        assert_eq!(serde_json::to_string(&Status::Confirmed).unwrap(), "\"CONFIRMED\"");
-        let parsed: PlaceOrder =
-            serde_json::from_str(r#"{"customer_id":"c","items":[{"sku":"A","quantity":1}],"mode":"2pc"}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&Mode::TwoPhaseCommit).unwrap(),
+            "\"2pc\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Status::Confirmed).unwrap(),
+            "\"CONFIRMED\""
+        );
+        let parsed: PlaceOrder = serde_json::from_str(
+            r#"{"customer_id":"c","items":[{"sku":"A","quantity":1}],"mode":"2pc"}"#,
+        )
+        .unwrap();
         assert_eq!(parsed.mode, Some(Mode::TwoPhaseCommit));
-        assert!(serde_json::from_str::<PlaceOrder>(r#"{"customer_id":"c","items":[],"colour":"red"}"#).is_err());
+        assert!(
+            serde_json::from_str::<PlaceOrder>(r#"{"customer_id":"c","items":[],"colour":"red"}"#)
+                .is_err()
+        );
     }
 }

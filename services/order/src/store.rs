@@ -120,11 +120,12 @@ pub async fn place(
 }
 
 async fn replay(pool: &PgPool, key: &IdempotencyKey) -> anyhow::Result<Placed> {
-    let (hash, status, body): (Vec<u8>, i16, Json<Value>) =
-        sqlx::query_as("SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1")
-            .bind(&key.key)
-            .fetch_one(pool)
-            .await?;
+    let (hash, status, body): (Vec<u8>, i16, Json<Value>) = sqlx::query_as(
+        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
+    )
+    .bind(&key.key)
+    .fetch_one(pool)
+    .await?;
     if hash == key.request_hash {
         Ok(Placed::Replayed {
             status: status as u16,
@@ -137,23 +138,42 @@ async fn replay(pool: &PgPool, key: &IdempotencyKey) -> anyhow::Result<Placed> {
 
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Order>> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
-    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
+    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     row.map(Order::try_from).transpose()
 }
 
 /// Orders newest first (ids are UUIDv7), `limit` of them, older than `before` when given.
-pub async fn list(pool: &PgPool, status: Option<Status>, limit: i64, before: Option<Uuid>) -> sqlx::Result<Vec<Order>> {
+pub async fn list(
+    pool: &PgPool,
+    status: Option<Status>,
+    limit: i64,
+    before: Option<Uuid>,
+) -> sqlx::Result<Vec<Order>> {
     let before = before.unwrap_or(Uuid::max());
     let rows: Vec<OrderRow> = match status {
         Some(status) => {
             let sql = format!(
                 "SELECT {ORDER_COLUMNS} FROM orders WHERE status = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
             );
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(status.as_str()).bind(before).bind(limit).fetch_all(pool).await?
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(status.as_str())
+                .bind(before)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
         }
         None => {
-            let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id < $1 ORDER BY id DESC LIMIT $2");
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(before).bind(limit).fetch_all(pool).await?
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(before)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
         }
     };
     rows.into_iter().map(Order::try_from).collect()
@@ -168,7 +188,7 @@ pub async fn finalize(
     reason: Option<&str>,
 ) -> sqlx::Result<Option<DateTime<Utc>>> {
     sqlx::query_scalar(
-        "UPDATE orders SET status = $2, reason = $3, updated_at = now()
+        "UPDATE orders SET status = $2, reason = $3, updated_at = clock_timestamp()
          WHERE id = $1 AND status = 'PENDING'
          RETURNING created_at",
     )

@@ -54,7 +54,11 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Applies one new message inside the batch's transaction. Business outcomes (a rejection) are `Ok`; an
     /// `Err` rolls back the batch, which is retried.
-    fn handle(&self, conn: &mut PgConnection, message: &Self::Message) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn handle(
+        &self,
+        conn: &mut PgConnection,
+        message: &Self::Message,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +68,8 @@ pub struct ConsumerConfig {
     pub brokers: String,
     pub group_id: String,
     pub topics: Vec<String>,
+    /// `fetch.wait.max.ms` of the Kafka consumer.
+    pub fetch_wait_max_ms: u32,
     /// Most messages applied in one transaction.
     pub batch_max: usize,
     /// Schedule of retries of a batch that failed.
@@ -71,12 +77,18 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    pub fn new(name: impl Into<String>, brokers: impl Into<String>, group_id: impl Into<String>, topics: Vec<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        brokers: impl Into<String>,
+        group_id: impl Into<String>,
+        topics: Vec<String>,
+    ) -> Self {
         Self {
             name: name.into(),
             brokers: brokers.into(),
             group_id: group_id.into(),
             topics,
+            fetch_wait_max_ms: 10,
             batch_max: 256,
             retry: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
         }
@@ -111,14 +123,21 @@ pub struct IdempotentConsumer<H: Handler> {
 
 impl<H: Handler> std::fmt::Debug for IdempotentConsumer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdempotentConsumer").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("IdempotentConsumer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl<H: Handler> IdempotentConsumer<H> {
     /// Joins the group and subscribes; messages flow once [`IdempotentConsumer::run`] is polled.
     pub fn new(pool: PgPool, config: ConsumerConfig, handler: H) -> anyhow::Result<Self> {
-        let consumer = kafka::consumer(&config.brokers, &config.group_id, &config.name)?;
+        let consumer = kafka::consumer(
+            &config.brokers,
+            &config.group_id,
+            &config.name,
+            config.fetch_wait_max_ms,
+        )?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Self {
@@ -148,7 +167,9 @@ impl<H: Handler> IdempotentConsumer<H> {
             while batch.len() < self.config.batch_max {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) => batch.push(detach(&message)),
-                    Some(Err(error)) => tracing::warn!(consumer = %self.config.name, %error, "Kafka receive failed"),
+                    Some(Err(error)) => {
+                        tracing::warn!(consumer = %self.config.name, %error, "Kafka receive failed")
+                    }
                     None => break,
                 }
             }
@@ -178,7 +199,7 @@ impl<H: Handler> IdempotentConsumer<H> {
         tracing::info!(consumer = %self.config.name, "consumer stopped");
     }
 
-    /// Applies a batch in one transaction. Public so that tests can drive a batch without a broker.
+    /// Applies a batch in one transaction.
     async fn apply(&self, batch: &[Received]) -> anyhow::Result<BatchOutcome> {
         let started = Instant::now();
         let mut outcome = BatchOutcome::default();
@@ -258,7 +279,8 @@ impl<H: Handler> IdempotentConsumer<H> {
             metrics::counter!("consumer_messages_total", "consumer" => name.clone(), "outcome" => outcome_label)
                 .increment(count as u64);
         }
-        metrics::histogram!("consumer_batch_seconds", "consumer" => name).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("consumer_batch_seconds", "consumer" => name)
+            .record(started.elapsed().as_secs_f64());
         Ok(outcome)
     }
 
@@ -266,7 +288,9 @@ impl<H: Handler> IdempotentConsumer<H> {
     fn commit_offsets(&self, batch: &[Received]) -> anyhow::Result<()> {
         let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         for received in batch {
-            let entry = next.entry((&received.topic, received.partition)).or_insert(0);
+            let entry = next
+                .entry((&received.topic, received.partition))
+                .or_insert(0);
             *entry = (*entry).max(received.offset + 1);
         }
         let mut list = TopicPartitionList::new();

@@ -69,7 +69,10 @@ pub enum EnvelopeError {
     #[error("not a distlab envelope: {0}")]
     Envelope(#[source] serde_json::Error),
     #[error("expected a {expected} event, found {found}")]
-    WrongType { expected: &'static str, found: String },
+    WrongType {
+        expected: &'static str,
+        found: String,
+    },
     #[error("payload does not match its type: {0}")]
     Payload(#[source] serde_json::Error),
 }

@@ -32,7 +32,11 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, comma-separated host:port.
-    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", default_value = "127.0.0.1:19092")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
     pub brokers: String,
     /// Topic that carries order events (OrderPlaced).
     #[arg(long, env = "ORDER_EVENTS_TOPIC", default_value = ORDER_EVENTS)]
@@ -46,6 +50,11 @@ pub struct KafkaArgs {
     /// Replication factor of the topics created at start-up.
     #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
     pub replication_factor: i32,
+    /// Longest time a consumer's fetch waits at the broker for data (`fetch.wait.max.ms`). Low, because a
+    /// broker may hold a fetch this long even when data is there (tansu 0.6 does), and every hop of the
+    /// order flow pays it.
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MAX_MS", default_value_t = 10)]
+    pub fetch_wait_max_ms: u32,
 }
 
 impl KafkaArgs {
@@ -57,6 +66,7 @@ impl KafkaArgs {
             inventory_events_topic: INVENTORY_EVENTS.into(),
             topic_partitions: 8,
             replication_factor: 1,
+            fetch_wait_max_ms: 10,
         }
     }
 
@@ -74,12 +84,20 @@ pub fn producer(brokers: &str, client_id: &str) -> KafkaResult<FutureProducer> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
-        .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string())
+        .set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        )
         .create()
 }
 
 /// A consumer in `group_id` that starts from the earliest offset and never auto-commits.
-pub fn consumer(brokers: &str, group_id: &str, client_id: &str) -> KafkaResult<StreamConsumer> {
+pub fn consumer(
+    brokers: &str,
+    group_id: &str,
+    client_id: &str,
+    fetch_wait_max_ms: u32,
+) -> KafkaResult<StreamConsumer> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
@@ -88,12 +106,17 @@ pub fn consumer(brokers: &str, group_id: &str, client_id: &str) -> KafkaResult<S
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
-        .set("fetch.wait.max.ms", "50")
+        .set("fetch.wait.max.ms", fetch_wait_max_ms.to_string())
         .create()
 }
 
 /// Creates the topics that do not exist yet.
-pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32, replication: i32) -> anyhow::Result<()> {
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -101,7 +124,9 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32, repl
     // Ask first: creating an existing topic works, but makes some brokers log an error.
     let bootstrap = brokers.to_owned();
     let existing: Vec<String> = tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()?;
         client
             .fetch_metadata(None, Duration::from_secs(5))
             .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())

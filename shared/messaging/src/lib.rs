@@ -4,7 +4,7 @@
 //!
 //! 1. the side that changes business data writes a message into a table of **its own database in the same
 //!    local transaction** — [`outbox::enqueue`];
-//! 2. a relay forwards the table's messages to Kafka; forwarded messages are marked, the others retried —
+//! 2. a relay forwards the table's messages to Kafka; forwarded messages are removed, the others retried —
 //!    [`outbox::Relay`];
 //! 3. the other side reads the message and applies it — [`consumer::IdempotentConsumer`], which records each
 //!    `message_id` in the same transaction as the effect, so at-least-once delivery has exactly-once effect.

@@ -11,9 +11,10 @@
 //! 2. it claims a batch of due rows with `SELECT … FOR UPDATE SKIP LOCKED`, so several replicas relay in
 //!    parallel without taking the same row;
 //! 3. it publishes the batch with the idempotent `acks=all` producer and **waits for every delivery report**;
-//! 4. in the same transaction that holds the claim, delivered rows get `sent_at` (forwarded → marked, later
-//!    purged after [`RelayConfig::retention`]) and failed rows get `attempts + 1`, the error and a
-//!    `next_attempt_at` from a capped exponential [`Backoff`] (not forwarded → retried).
+//! 4. in the same transaction that holds the claim, delivered rows are deleted (forwarded → removed, as the
+//!    seed says; Kafka keeps the message) and failed rows get `attempts + 1`, the error and a
+//!    `next_attempt_at` from a capped exponential [`Backoff`] (not forwarded → retried). The table thus only
+//!    ever holds what is still to be delivered, which keeps the claim and the gauges cheap.
 //!
 //! A row is never dropped: after [`RelayConfig::stuck_after_attempts`] failures it is logged once and counted
 //! in the `outbox_stuck_messages` gauge, and retried on, until it is delivered or an operator acts.
@@ -28,7 +29,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use sqlx::postgres::PgListener;
@@ -44,35 +44,37 @@ use crate::kafka;
 pub const NOTIFY_CHANNEL: &str = "outbox";
 
 /// Writes `envelope` into the outbox as part of the caller's transaction.
-pub async fn enqueue(conn: &mut PgConnection, topic: &str, key: &str, envelope: &Envelope) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO outbox (message_id, topic, message_key, envelope) VALUES ($1, $2, $3, $4)")
-        .bind(envelope.message_id)
-        .bind(topic)
-        .bind(key)
-        .bind(sqlx::types::Json(envelope))
-        .execute(conn)
-        .await?;
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    topic: &str,
+    key: &str,
+    envelope: &Envelope,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (message_id, topic, message_key, envelope) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(envelope.message_id)
+    .bind(topic)
+    .bind(key)
+    .bind(sqlx::types::Json(envelope))
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-/// Counts of the outbox table, for tests, `/readyz` details and gauges.
+/// Counts of the outbox table, for tests and gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct OutboxCounts {
     /// Not yet delivered.
     pub pending: i64,
     /// Not yet delivered and failed at least `stuck_after_attempts` times.
     pub stuck: i64,
-    /// Delivered and not yet purged.
-    pub sent: i64,
 }
 
-/// Counts the outbox's rows by state.
+/// Counts the outbox's rows (all of them are undelivered).
 pub async fn counts(pool: &PgPool, stuck_after_attempts: i32) -> sqlx::Result<OutboxCounts> {
     sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE sent_at IS NULL) AS pending,
-                count(*) FILTER (WHERE sent_at IS NULL AND attempts >= $1) AS stuck,
-                count(*) FILTER (WHERE sent_at IS NOT NULL) AS sent
-         FROM outbox",
+        "SELECT count(*) AS pending, count(*) FILTER (WHERE attempts >= $1) AS stuck FROM outbox",
     )
     .bind(stuck_after_attempts)
     .fetch_one(pool)
@@ -93,8 +95,6 @@ pub struct RelayConfig {
     pub retry: Backoff,
     /// Failures after which a row counts as stuck (logged, counted; still retried).
     pub stuck_after_attempts: i32,
-    /// How long delivered rows are kept before they are purged.
-    pub retention: Duration,
 }
 
 impl RelayConfig {
@@ -106,7 +106,6 @@ impl RelayConfig {
             poll_interval: Duration::from_secs(1),
             retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
             stuck_after_attempts: 8,
-            retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -118,7 +117,7 @@ pub struct RelayFaults {
 }
 
 impl RelayFaults {
-    /// The next `batches` batches are published and then abandoned before they are marked sent, as if the
+    /// The next `batches` batches are published and then abandoned before they are removed from the outbox, as if the
     /// relay process died at that moment: their rows stay pending and are published again.
     pub fn crash_after_publish(&self, batches: u32) {
         self.crash_after_publish.store(batches, Ordering::SeqCst);
@@ -159,7 +158,9 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,6 +183,7 @@ impl Relay {
         tracing::info!(relay = %self.config.name, "outbox relay started");
         loop {
             let mut wait = self.config.poll_interval;
+            let mut failing = false;
             loop {
                 match self.relay_round().await {
                     Ok(round) if round.failed > 0 => {
@@ -198,6 +200,7 @@ impl Relay {
                     Err(error) => {
                         consecutive_errors += 1;
                         wait = self.config.retry.delay(consecutive_errors);
+                        failing = true;
                         tracing::warn!(relay = %self.config.name, error = %error, "outbox relay round failed");
                         break;
                     }
@@ -206,6 +209,13 @@ impl Relay {
             if last_housekeeping.is_none_or(|at| at.elapsed() >= self.config.poll_interval) {
                 self.housekeeping().await;
                 last_housekeeping = Some(Instant::now());
+            }
+            if failing {
+                // Back off for real: notifications must not turn a failing round into a busy loop.
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(wait) => continue,
+                }
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -248,7 +258,7 @@ impl Relay {
         let rows: Vec<ClaimedRow> = sqlx::query_as(
             "SELECT id, message_id, topic, message_key, envelope::text AS envelope, attempts
              FROM outbox
-             WHERE sent_at IS NULL AND next_attempt_at <= now()
+             WHERE next_attempt_at <= now()
              ORDER BY id
              LIMIT $1
              FOR UPDATE SKIP LOCKED",
@@ -261,28 +271,26 @@ impl Relay {
             return Ok(RoundOutcome::default());
         }
 
+        // The envelope carries the message id; no Kafka headers are sent (tansu's SQLite storage looks a
+        // record's headers up with a full scan of every header it holds, which makes fetches O(n)).
         let deliveries = join_all(rows.iter().map(|row| {
-            let message_id = row.message_id.to_string();
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "message_id",
-                value: Some(message_id.as_bytes()),
-            });
             let record = FutureRecord::to(&row.topic)
                 .key(row.message_key.as_bytes())
-                .payload(row.envelope.as_bytes())
-                .headers(headers);
-            self.producer.send(record, Timeout::After(kafka::DELIVERY_TIMEOUT))
+                .payload(row.envelope.as_bytes());
+            self.producer
+                .send(record, Timeout::After(kafka::DELIVERY_TIMEOUT))
         }))
         .await;
 
         if self.faults.take_crash_after_publish() {
-            tracing::warn!(relay = %self.config.name, rows = rows.len(), "injected fault: relay dies after publishing, before marking");
+            tracing::warn!(relay = %self.config.name, rows = rows.len(), "injected fault: relay dies after publishing, before removing the rows");
             drop(tx); // rolled back: the rows stay pending and will be published again
             anyhow::bail!("injected fault: crash after publish");
         }
 
         let mut sent = Vec::with_capacity(rows.len());
-        let (mut failed_ids, mut failed_errors, mut failed_delays) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut failed_ids, mut failed_errors, mut failed_delays) =
+            (Vec::new(), Vec::new(), Vec::new());
         for (row, delivery) in rows.iter().zip(deliveries) {
             match delivery {
                 Ok(_) => sent.push(row.id),
@@ -303,7 +311,7 @@ impl Relay {
         }
 
         if !sent.is_empty() {
-            sqlx::query("UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)")
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
                 .bind(&sent)
                 .execute(&mut *tx)
                 .await?;
@@ -326,8 +334,10 @@ impl Relay {
 
         let labels = [("relay", self.config.name.clone())];
         metrics::counter!("outbox_published_total", &labels).increment(sent.len() as u64);
-        metrics::counter!("outbox_publish_failures_total", &labels).increment(failed_ids.len() as u64);
-        metrics::histogram!("outbox_relay_round_seconds", &labels).record(started.elapsed().as_secs_f64());
+        metrics::counter!("outbox_publish_failures_total", &labels)
+            .increment(failed_ids.len() as u64);
+        metrics::histogram!("outbox_relay_round_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
         if !failed_ids.is_empty() {
             tracing::warn!(relay = %self.config.name, failed = failed_ids.len(), error = %failed_errors[0], "outbox rows not delivered; will retry");
             self.recreate_producer_if_fatal();
@@ -345,12 +355,14 @@ impl Relay {
             tracing::error!(relay = %self.config.name, ?code, %reason, "Kafka producer failed fatally; re-creating it");
             match kafka::producer(&self.config.brokers, &format!("{}-relay", self.config.name)) {
                 Ok(producer) => self.producer = producer,
-                Err(error) => tracing::error!(relay = %self.config.name, %error, "cannot re-create the Kafka producer"),
+                Err(error) => {
+                    tracing::error!(relay = %self.config.name, %error, "cannot re-create the Kafka producer")
+                }
             }
         }
     }
 
-    /// Refreshes the gauges and purges delivered rows older than the retention.
+    /// Refreshes the gauges.
     async fn housekeeping(&self) {
         let labels = [("relay", self.config.name.clone())];
         match counts(&self.pool, self.config.stuck_after_attempts).await {
@@ -358,14 +370,9 @@ impl Relay {
                 metrics::gauge!("outbox_pending_messages", &labels).set(counts.pending as f64);
                 metrics::gauge!("outbox_stuck_messages", &labels).set(counts.stuck as f64);
             }
-            Err(error) => tracing::warn!(relay = %self.config.name, %error, "cannot count outbox rows"),
-        }
-        let purge = sqlx::query("DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)")
-            .bind(self.config.retention.as_secs_f64())
-            .execute(&self.pool)
-            .await;
-        if let Err(error) = purge {
-            tracing::warn!(relay = %self.config.name, %error, "cannot purge delivered outbox rows");
+            Err(error) => {
+                tracing::warn!(relay = %self.config.name, %error, "cannot count outbox rows")
+            }
         }
     }
 }

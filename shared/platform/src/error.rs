@@ -65,7 +65,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             code: code.into(),
@@ -92,18 +96,28 @@ impl ApiError {
 
     /// 422 `validation_failed`, listing every field that failed in `details.errors`.
     pub fn validation(message: impl Into<String>, errors: &[FieldError]) -> Self {
-        Self::unprocessable("validation_failed", message).with_details(serde_json::json!({ "errors": errors }))
+        Self::unprocessable("validation_failed", message)
+            .with_details(serde_json::json!({ "errors": errors }))
     }
 
     /// 503 `dependency_unavailable`, with a `Retry-After`.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "dependency_unavailable", message).with_retry_after(1)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency_unavailable",
+            message,
+        )
+        .with_retry_after(1)
     }
 
     /// A 500 whose cause is logged, never sent: the body only says that something went wrong.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %ErrorChain(cause), "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the server failed to handle the request")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the server failed to handle the request",
+        )
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -139,7 +153,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_secs {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -147,7 +163,13 @@ impl IntoResponse for ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -180,11 +202,15 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "expected a request body with `Content-Type: application/json`",
             ),
-            JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is larger than the service accepts",
-            ),
+            JsonRejection::BytesRejection(_)
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than the service accepts",
+                )
+            }
             other => Self::new(other.status(), "bad_request", text),
         }
     }

@@ -45,7 +45,9 @@ pub struct ReadinessCheck {
 
 impl std::fmt::Debug for ReadinessCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadinessCheck").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("ReadinessCheck")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -137,7 +139,12 @@ pub fn service_router(routes: Router, info: ServiceInfo) -> Router {
 }
 
 async fn readyz(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> Response {
-    let results = join_all(checks.iter().map(|check| async move { (check.name, check.run().await) })).await;
+    let results = join_all(
+        checks
+            .iter()
+            .map(|check| async move { (check.name, check.run().await) }),
+    )
+    .await;
     let mut report = Map::new();
     let mut down = Vec::new();
     for (name, result) in results {
@@ -172,12 +179,17 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -1,1 +1,352 @@
-//! test support
+//! Test support for distlab's integration tests, which run against the real local stack.
+//!
+//! - [`require_stack`]: fails the test with a clear message when PostgreSQL or Kafka of the stack is down —
+//!   a test never skips silently;
+//! - [`TestDatabase`]: a fresh database per test on one of the stack's clusters (`test_<uuid>`; `cargo xtask
+//!   test` drops the leftovers of earlier runs);
+//! - [`unique_kafka`]: topic and group names of the test's own, so tests run in parallel;
+//! - [`PrivateBroker`]: a tansu broker of the test's own, which the test may stop and start again;
+//! - [`eventually`]: polls a condition until a deadline — tests never sleep to wait.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use distlab_messaging::kafka::{self, KafkaArgs};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// How often [`eventually`] checks its condition.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// Server URL (no database) of the orders-db cluster.
+pub fn orders_server() -> String {
+    env_or("DISTLAB_ORDERS_DB", "postgres://postgres@127.0.0.1:15432")
+}
+
+/// Server URL (no database) of the inventory-db cluster.
+pub fn inventory_server() -> String {
+    env_or(
+        "DISTLAB_INVENTORY_DB",
+        "postgres://postgres@127.0.0.1:15433",
+    )
+}
+
+/// Kafka bootstrap servers of the stack.
+pub fn kafka_brokers() -> String {
+    env_or("DISTLAB_KAFKA_BROKERS", "127.0.0.1:19092")
+}
+
+/// Base URL of the stack's order service.
+pub fn order_url() -> String {
+    env_or("DISTLAB_ORDER_URL", "http://127.0.0.1:8081")
+}
+
+/// Base URL of the stack's inventory service.
+pub fn inventory_url() -> String {
+    env_or("DISTLAB_INVENTORY_URL", "http://127.0.0.1:8082")
+}
+
+fn host_port(url: &str) -> &str {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+fn reachable(host_port: &str) -> bool {
+    host_port
+        .parse::<SocketAddr>()
+        .ok()
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+}
+
+/// Panics with a clear message unless the stack's databases and broker answer (and, with `services`, the
+/// order and inventory services too).
+pub fn require_stack(services: bool) {
+    let mut parts = vec![
+        ("orders-db", host_port_owned(&orders_server())),
+        ("inventory-db", host_port_owned(&inventory_server())),
+        (
+            "kafka",
+            kafka_brokers()
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+    ];
+    if services {
+        parts.push(("order", host_port_owned(&order_url())));
+        parts.push(("inventory", host_port_owned(&inventory_url())));
+    }
+    let down: Vec<String> = parts
+        .iter()
+        .filter(|(_, addr)| !reachable(addr))
+        .map(|(name, addr)| format!("{name} ({addr})"))
+        .collect();
+    assert!(
+        down.is_empty(),
+        "the distlab stack is not running: {} not reachable. Start it with `cargo xtask up` \
+         (or run the whole suite with `cargo xtask test`).",
+        down.join(", ")
+    );
+}
+
+fn host_port_owned(url: &str) -> String {
+    host_port(url).to_owned()
+}
+
+/// A database of the test's own.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Creates `test_<uuid>` on the cluster at `server` (a URL without database).
+    pub async fn create(server: &str) -> Self {
+        let name = format!("test_{}", Uuid::new_v4().simple());
+        let admin = PgPool::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot connect to {server}: {e}. Is the stack up (`cargo xtask up`)?")
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&admin)
+            .await
+            .expect("CREATE DATABASE");
+        admin.close().await;
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+
+    /// A pool of the test's own on this database.
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+/// Kafka settings with topic names of this test's own (created by the services at start-up).
+pub fn unique_kafka(brokers: &str) -> KafkaArgs {
+    let tag = Uuid::new_v4().simple().to_string();
+    KafkaArgs {
+        brokers: brokers.to_owned(),
+        order_events_topic: format!("test-{tag}-order-events"),
+        inventory_events_topic: format!("test-{tag}-inventory-events"),
+        topic_partitions: 4,
+        replication_factor: 1,
+        fetch_wait_max_ms: 10,
+    }
+}
+
+/// A consumer group name of this test's own.
+pub fn unique_group(role: &str) -> String {
+    format!("test-{}-{role}", Uuid::new_v4().simple())
+}
+
+/// Polls `check` every [`POLL_INTERVAL`] until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Messages in `topic` (the sum of its partitions' high watermarks).
+pub async fn topic_message_count(brokers: &str, topic: &str) -> i64 {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .unwrap();
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                    .unwrap()
+                    .1
+            })
+            .sum()
+    })
+    .await
+    .unwrap()
+}
+
+/// Messages of `topic` that `group` has not committed yet (its lag), counting a partition it never
+/// committed as wholly unread.
+pub async fn consumer_lag(brokers: &str, group: &str, topic: &str) -> i64 {
+    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .unwrap();
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition(&topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(5))
+            .unwrap();
+        (0..partitions)
+            .map(|p| {
+                let high = consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                    .unwrap()
+                    .1;
+                let done = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(offset)) => offset,
+                    _ => 0,
+                };
+                high - done
+            })
+            .sum()
+    })
+    .await
+    .unwrap()
+}
+
+/// A tansu broker of the test's own, on a free port, with its own storage; it can be stopped and started
+/// again on the same port and storage (messages and committed offsets survive).
+#[derive(Debug)]
+pub struct PrivateBroker {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    pub async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut broker = Self {
+            port,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            child: None,
+        };
+        broker.start_again().await;
+        broker
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (again) and waits until it serves metadata.
+    pub async fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "the private broker is already running"
+        );
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .expect("open the broker log");
+        let child = Command::new(tansu_bin())
+            .current_dir(self.dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn tansu (installed by `cargo xtask install`)");
+        self.child = Some(child);
+        let producer = kafka::producer(&self.brokers(), "testkit-probe").expect("a Kafka client");
+        eventually(
+            "the private broker to serve metadata",
+            Duration::from_secs(30),
+            || {
+                let producer = producer.clone();
+                async move {
+                    kafka::probe(&producer, Duration::from_millis(500))
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Kills the broker, as a crash would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn tansu_bin() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("tansu"))
+            .find(|p| p.is_file())
+    });
+    on_path
+        .or_else(|| {
+            let home = std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+            Some(home.join("bin/tansu")).filter(|p| p.is_file())
+        })
+        .expect("tansu is not installed: run `cargo xtask install`")
+}
+
+/// An HTTP client for tests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
+}
