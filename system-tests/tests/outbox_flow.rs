@@ -319,3 +319,49 @@ async fn two_instances_of_each_service_keep_every_guarantee() {
     );
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejections_name_their_reason_and_reserve_nothing_of_the_order() {
+    let system = TestSystem::start(Options::default()).await;
+    let initial = BTreeMap::from([("R-A".to_owned(), 5), ("R-B".to_owned(), 5)]);
+    for (sku, stock) in &initial {
+        system.seed(sku, *stock).await;
+    }
+    // Enough of R-A, an unknown SKU: nothing of R-A may be taken.
+    let unknown = system.place(0, &[("R-A", 2), ("R-NOPE", 1)]).await;
+    // R-A twice in one order (3 + 3 > 5) and enough R-B: all or nothing means nothing.
+    let short = system.place(0, &[("R-A", 3), ("R-B", 1), ("R-A", 3)]).await;
+    // The same SKU twice within the stock is reserved as its sum.
+    let merged = system.place(0, &[("R-B", 2), ("R-B", 2)]).await;
+    system.wait_until_all_decided(Duration::from_secs(30)).await;
+
+    let status = |id: Uuid| {
+        let db = system.orders_db.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "SELECT status, reason FROM orders WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        status(unknown).await,
+        ("REJECTED".into(), Some("unknown_sku".into()))
+    );
+    assert_eq!(
+        status(short).await,
+        ("REJECTED".into(), Some("insufficient_stock".into()))
+    );
+    assert_eq!(status(merged).await, ("CONFIRMED".into(), None));
+    let held: Vec<(Uuid, String, i32)> =
+        sqlx::query_as("SELECT order_id, sku, quantity FROM reservations")
+            .fetch_all(&system.inventory_db)
+            .await
+            .unwrap();
+    assert_eq!(held, [(merged, "R-B".to_owned(), 4)]);
+    system.check_invariants(&initial).await;
+    system.stop().await;
+}

@@ -3,8 +3,8 @@
 //!
 //! Per round:
 //! 1. **baseline**: pgbench, `clients` connections for `seconds`, each transaction the order write path of
-//!    `POST /orders` (order row + outbox row in one transaction) on a scratch database of orders-db with the
-//!    orders schema — same server, same durability (`synchronous_commit=on`, fsync on);
+//!    `POST /orders` (order row + outbox row in one statement, one transaction) on a scratch database of
+//!    orders-db with the orders schema — same server, same durability (`synchronous_commit=on`, fsync on);
 //! 2. **distlab at full load**: `clients` closed-loop HTTP clients place one-item orders for `seconds`;
 //!    accepted/s is counted at the client, then every order is waited for; confirmed/s is the number of
 //!    orders divided by the time from the first acceptance to the last confirmation (so a backlog that drains
@@ -332,13 +332,15 @@ async fn settle(db: &PgPool, customer: &str, expected: u64) -> anyhow::Result<Se
     })
 }
 
-/// The SQL of `POST /orders` in outbox mode (see services/order/src/store.rs and shared/messaging/src/outbox.rs).
-const PGBENCH_SCRIPT: &str = r#"BEGIN;
-INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
-  VALUES (gen_random_uuid(), 'pgbench', '[{"sku": "BENCH-000", "quantity": 1}]', 'PENDING', 'outbox', now(), now());
+/// The SQL of `POST /orders` in outbox mode (`PLACE` in services/order/src/store.rs): one statement, so one
+/// transaction, that writes the order and its outbox message; parameters replaced by literals of the same
+/// size as the service sends.
+const PGBENCH_SCRIPT: &str = r#"WITH placed AS (
+    INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
+    VALUES (gen_random_uuid(), 'bench-pgbench', '[{"sku": "BENCH-00000000-000", "quantity": 1}]', 'PENDING', 'outbox', now(), now())
+    RETURNING id)
 INSERT INTO outbox (message_id, topic, message_key, envelope)
-  VALUES (gen_random_uuid(), 'order-events', 'key', '{"message_id": "00000000-0000-0000-0000-000000000000", "type": "OrderPlaced", "occurred_at": "2026-01-01T00:00:00Z", "payload": {"order_id": "00000000-0000-0000-0000-000000000000", "customer_id": "pgbench", "items": [{"sku": "BENCH-000", "quantity": 1}]}}');
-COMMIT;
+SELECT gen_random_uuid(), 'order-events', id::text, '{"message_id": "01a21771-b9f9-70c0-9fa4-af5843984b9d", "type": "OrderPlaced", "occurred_at": "2026-11-26T10:40:58.873993586Z", "payload": {"order_id": "01a21771-b9f9-70c0-9fa4-af5843984b9d", "customer_id": "bench-pgbench", "items": [{"sku": "BENCH-00000000-000", "quantity": 1}]}}' FROM placed;
 "#;
 
 /// pgbench with the write path's SQL on a scratch database with the orders schema; its tps.

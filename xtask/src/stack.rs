@@ -25,8 +25,10 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a stopped process may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Partitions of the topics the stack creates, unless `KAFKA_TOPIC_PARTITIONS` says otherwise.
-pub const TOPIC_PARTITIONS: i32 = 8;
+/// Partitions of the topics the stack creates, unless `KAFKA_TOPIC_PARTITIONS` says otherwise. Enough for
+/// two replicas of each service; every partition costs the local broker CPU even when idle (tansu runs a
+/// few SQLite queries per partition per fetch).
+pub const TOPIC_PARTITIONS: i32 = 4;
 
 fn topic_partitions() -> i32 {
     std::env::var("KAFKA_TOPIC_PARTITIONS")

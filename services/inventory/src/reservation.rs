@@ -3,24 +3,26 @@
 //! For each new `OrderPlaced` (the [`IdempotentConsumer`](distlab_messaging::consumer::IdempotentConsumer)
 //! has already recorded its `message_id` in the same transaction):
 //!
-//! 1. `order_outcomes` gets the order's row first — if it is already there the order was decided by an
-//!    earlier message and nothing else happens (one decision per order, whatever carried it);
-//! 2. one statement reserves **all items or none**: it counts the items whose `available >= quantity` and
-//!    updates only if that count is the number of items, re-checking `available >= quantity` in the `UPDATE`
-//!    itself, and records what it took in `reservations`;
-//! 3. `StockReserved` or `StockRejected` (`insufficient_stock` / `unknown_sku`) goes into the outbox.
+//! 1. `order_outcomes` gets the order's row first (one statement for the batch) — if it is already there the
+//!    order was decided by an earlier message and nothing else happens (one decision per order, whatever
+//!    carried it);
+//! 2. one statement per order reserves **all items or none**: it counts the items whose
+//!    `available >= quantity` and updates only if that count is the number of items, re-checking
+//!    `available >= quantity` in the `UPDATE` itself, and records what it took in `reservations`;
+//! 3. `StockReserved` or `StockRejected` (`insufficient_stock` / `unknown_sku`) goes into the outbox (one
+//!    statement for the batch).
 //!
 //! Before the batch, the batch's SKUs are locked in SKU order ([`Handler::before_batch`]), so two inventory
 //! replicas working on overlapping orders wait for each other instead of deadlocking.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use distlab_messaging::Envelope;
 use distlab_messaging::consumer::Handler;
 use distlab_messaging::events::{
     OrderItem, OrderPlaced, RejectReason, StockRejected, StockReserved,
 };
-use distlab_messaging::outbox;
+use distlab_messaging::outbox::{self, OutboxMessage};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -50,23 +52,30 @@ pub fn merge_items(items: &[OrderItem]) -> Vec<OrderItem> {
         .collect()
 }
 
-/// Decides `order_id`: reserves all of `items` or nothing. Runs inside the caller's transaction.
-pub async fn reserve(
+/// Claims the decision of each order: `order_outcomes` gets a row for each order that has none yet. Returns
+/// the orders that are new; the others were decided before (by another message).
+async fn claim_decisions(
+    conn: &mut PgConnection,
+    order_ids: &[Uuid],
+) -> sqlx::Result<HashSet<Uuid>> {
+    let fresh: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO order_outcomes (order_id, outcome)
+         SELECT id, 'reserved' FROM unnest($1::uuid[]) AS t(id)
+         ON CONFLICT DO NOTHING
+         RETURNING order_id",
+    )
+    .bind(order_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(fresh.into_iter().collect())
+}
+
+/// Reserves all of an order's `items` or nothing, in one statement; on a rejection, finds out why.
+async fn reserve_items(
     conn: &mut PgConnection,
     order_id: Uuid,
-    items: &[OrderItem],
+    items: Vec<OrderItem>,
 ) -> anyhow::Result<Decision> {
-    let first = sqlx::query(
-        "INSERT INTO order_outcomes (order_id, outcome) VALUES ($1, 'reserved') ON CONFLICT DO NOTHING",
-    )
-    .bind(order_id)
-    .execute(&mut *conn)
-    .await?;
-    if first.rows_affected() == 0 {
-        return Ok(Decision::AlreadyDecided);
-    }
-
-    let items = merge_items(items);
     let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
     let quantities: Vec<i32> = items.iter().map(|i| i.quantity as i32).collect();
     let reserved: Vec<String> = sqlx::query_scalar(
@@ -100,7 +109,7 @@ pub async fn reserve(
         items.len()
     );
 
-    // Nothing was taken: say why, naming the first SKU (in SKU order) that failed.
+    // Nothing was taken: say why, naming the first SKU (unknown ones first, then in SKU order) that failed.
     let (sku, unknown): (String, bool) = sqlx::query_as(
         "SELECT r.sku, p.sku IS NULL
          FROM unnest($1::text[], $2::int[]) AS r(sku, qty) LEFT JOIN products p ON p.sku = r.sku
@@ -117,12 +126,44 @@ pub async fn reserve(
     } else {
         RejectReason::InsufficientStock
     };
-    sqlx::query("UPDATE order_outcomes SET outcome = 'rejected', reason = $2 WHERE order_id = $1")
-        .bind(order_id)
-        .bind(reason.as_str())
+    Ok(Decision::Rejected { reason, sku })
+}
+
+/// Decides a batch of orders, in order, inside the caller's transaction: each order reserves all of its
+/// items or nothing; an order decided before is left alone. Returns each order's decision.
+pub async fn reserve(
+    conn: &mut PgConnection,
+    orders: &[&OrderPlaced],
+) -> anyhow::Result<Vec<(Uuid, Decision)>> {
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
+    let mut fresh = claim_decisions(conn, &ids).await?;
+    let mut decisions = Vec::with_capacity(orders.len());
+    let (mut rejected, mut reasons) = (Vec::new(), Vec::new());
+    for order in orders {
+        // `remove`: an order that appears twice in one batch is decided once.
+        let decision = if fresh.remove(&order.order_id) {
+            reserve_items(conn, order.order_id, merge_items(&order.items)).await?
+        } else {
+            Decision::AlreadyDecided
+        };
+        if let Decision::Rejected { reason, .. } = &decision {
+            rejected.push(order.order_id);
+            reasons.push(reason.as_str());
+        }
+        decisions.push((order.order_id, decision));
+    }
+    if !rejected.is_empty() {
+        sqlx::query(
+            "UPDATE order_outcomes AS o SET outcome = 'rejected', reason = r.reason
+             FROM unnest($1::uuid[], $2::text[]) AS r(order_id, reason)
+             WHERE o.order_id = r.order_id",
+        )
+        .bind(&rejected)
+        .bind(&reasons)
         .execute(&mut *conn)
         .await?;
-    Ok(Decision::Rejected { reason, sku })
+    }
+    Ok(decisions)
 }
 
 /// The `OrderPlaced` consumer's handler.
@@ -179,36 +220,43 @@ impl Handler for Reservations {
     }
 
     async fn handle(&self, conn: &mut PgConnection, order: &OrderPlaced) -> anyhow::Result<()> {
-        let answer = match reserve(&mut *conn, order.order_id, &order.items).await? {
-            Decision::Reserved(items) => {
-                metrics::counter!("inventory_decisions_total", "outcome" => "reserved")
-                    .increment(1);
-                Envelope::new(&StockReserved {
-                    order_id: order.order_id,
-                    items,
-                })?
-            }
-            Decision::Rejected { reason, sku } => {
-                metrics::counter!("inventory_decisions_total", "outcome" => reason.as_str())
-                    .increment(1);
-                Envelope::new(&StockRejected {
-                    order_id: order.order_id,
-                    reason,
-                    sku: Some(sku),
-                })?
-            }
-            Decision::AlreadyDecided => {
-                tracing::info!(order_id = %order.order_id, "order already decided; nothing to do");
-                return Ok(());
-            }
-        };
-        outbox::enqueue(
-            conn,
-            &self.answer_topic,
-            &order.order_id.to_string(),
-            &answer,
-        )
-        .await?;
+        self.handle_batch(conn, &[order]).await
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        orders: &[&OrderPlaced],
+    ) -> anyhow::Result<()> {
+        let mut answers = Vec::with_capacity(orders.len());
+        for (order_id, decision) in reserve(&mut *conn, orders).await? {
+            let answer = match decision {
+                Decision::Reserved(items) => {
+                    metrics::counter!("inventory_decisions_total", "outcome" => "reserved")
+                        .increment(1);
+                    Envelope::new(&StockReserved { order_id, items })?
+                }
+                Decision::Rejected { reason, sku } => {
+                    metrics::counter!("inventory_decisions_total", "outcome" => reason.as_str())
+                        .increment(1);
+                    Envelope::new(&StockRejected {
+                        order_id,
+                        reason,
+                        sku: Some(sku),
+                    })?
+                }
+                Decision::AlreadyDecided => {
+                    tracing::info!(%order_id, "order already decided; nothing to do");
+                    continue;
+                }
+            };
+            answers.push(OutboxMessage {
+                topic: self.answer_topic.clone(),
+                key: order_id.to_string(),
+                envelope: answer,
+            });
+        }
+        outbox::enqueue_all(conn, &answers).await?;
         Ok(())
     }
 }

@@ -3,7 +3,6 @@
 use chrono::{DateTime, Utc};
 use distlab_messaging::Envelope;
 use distlab_messaging::events::{OrderItem, OrderPlaced};
-use distlab_messaging::outbox;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
@@ -60,8 +59,31 @@ impl TryFrom<OrderRow> for Order {
 
 const ORDER_COLUMNS: &str = "id, customer_id, items, status, mode, reason, created_at, updated_at";
 
-/// Places an outbox-mode order: in ONE local transaction, the idempotency record (if a key came), the order
-/// (PENDING) and its `OrderPlaced` message in the outbox.
+/// The order write path as one statement, so one local transaction: the order (PENDING) and its
+/// `OrderPlaced` in the outbox (the outbox's columns are those of `distlab_messaging::outbox::enqueue_all`).
+const PLACE: &str = "WITH placed AS (
+        INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
+        VALUES ($1, $2, $3, 'PENDING', $4, $5, $5)
+        RETURNING id)
+    INSERT INTO outbox (message_id, topic, message_key, envelope)
+    SELECT $6, $7, id::text, $8 FROM placed";
+
+/// The same, recording the `Idempotency-Key` first: when the key exists, nothing is written (0 rows). A
+/// concurrent request with the same key waits on the key's unique index until the first one commits.
+const PLACE_WITH_KEY: &str = "WITH recorded AS (
+        INSERT INTO idempotency_keys (key, request_hash, order_id, response_status, response_body)
+        VALUES ($9, $10, $1, 202, $11)
+        ON CONFLICT DO NOTHING
+        RETURNING order_id),
+    placed AS (
+        INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
+        SELECT $1, $2, $3, 'PENDING', $4, $5, $5 FROM recorded
+        RETURNING id)
+    INSERT INTO outbox (message_id, topic, message_key, envelope)
+    SELECT $6, $7, id::text, $8 FROM placed";
+
+/// Places an outbox-mode order: in ONE local transaction (one statement), the idempotency record if a key
+/// came, the order (PENDING) and its `OrderPlaced` message in the outbox.
 pub async fn place(
     pool: &PgPool,
     order: &ValidOrder,
@@ -79,44 +101,32 @@ pub async fn place(
         created_at: now,
         updated_at: now,
     };
-    let mut tx = pool.begin().await?;
-    if let Some(key) = key {
-        // A concurrent request with the same key waits here until the first one commits or rolls back.
-        let recorded = sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_hash, order_id, response_status, response_body)
-             VALUES ($1, $2, $3, 202, $4)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&key.key)
-        .bind(&key.request_hash)
-        .bind(placed.id)
-        .bind(Json(&placed))
-        .execute(&mut *tx)
-        .await?;
-        if recorded.rows_affected() == 0 {
-            tx.rollback().await?;
-            return replay(pool, key).await;
-        }
-    }
-    sqlx::query(
-        "INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
-         VALUES ($1, $2, $3, 'PENDING', $4, $5, $5)",
-    )
-    .bind(placed.id)
-    .bind(&placed.customer_id)
-    .bind(Json(&placed.items))
-    .bind(placed.mode.as_str())
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
     let event = Envelope::new(&OrderPlaced {
         order_id: placed.id,
         customer_id: placed.customer_id.clone(),
         items: placed.items.clone(),
     })?;
-    outbox::enqueue(&mut tx, topic, &placed.id.to_string(), &event).await?;
-    tx.commit().await?;
-    Ok(Placed::Created(placed))
+    let query = sqlx::query(if key.is_some() { PLACE_WITH_KEY } else { PLACE })
+        .bind(placed.id)
+        .bind(&placed.customer_id)
+        .bind(Json(&placed.items))
+        .bind(placed.mode.as_str())
+        .bind(now)
+        .bind(event.message_id)
+        .bind(topic)
+        .bind(Json(&event));
+    let query = match key {
+        Some(key) => query
+            .bind(&key.key)
+            .bind(&key.request_hash)
+            .bind(Json(&placed)),
+        None => query,
+    };
+    let written = query.execute(pool).await?.rows_affected();
+    match key {
+        Some(key) if written == 0 => replay(pool, key).await,
+        _ => Ok(Placed::Created(placed)),
+    }
 }
 
 async fn replay(pool: &PgPool, key: &IdempotencyKey) -> anyhow::Result<Placed> {
@@ -179,22 +189,34 @@ pub async fn list(
     rows.into_iter().map(Order::try_from).collect()
 }
 
-/// Moves a PENDING order to its final status. Returns when the order was created, or `None` when it was
-/// not PENDING (already final: a redelivered answer) or unknown.
+/// A final status for one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub order_id: Uuid,
+    pub status: Status,
+    pub reason: Option<String>,
+}
+
+/// Moves PENDING orders to their final status, in one statement. Returns, for each order that changed, its
+/// status and when it was created; an order that is not PENDING (already final: a redelivered answer) or
+/// unknown is left alone.
 pub async fn finalize(
     conn: &mut PgConnection,
-    order_id: Uuid,
-    status: Status,
-    reason: Option<&str>,
-) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar(
-        "UPDATE orders SET status = $2, reason = $3, updated_at = clock_timestamp()
-         WHERE id = $1 AND status = 'PENDING'
-         RETURNING created_at",
+    decisions: &[Decision],
+) -> sqlx::Result<Vec<(String, DateTime<Utc>)>> {
+    let ids: Vec<Uuid> = decisions.iter().map(|d| d.order_id).collect();
+    let statuses: Vec<&str> = decisions.iter().map(|d| d.status.as_str()).collect();
+    let reasons: Vec<Option<&str>> = decisions.iter().map(|d| d.reason.as_deref()).collect();
+    sqlx::query_as(
+        "UPDATE orders AS o
+         SET status = d.status, reason = d.reason, updated_at = clock_timestamp()
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(id, status, reason)
+         WHERE o.id = d.id AND o.status = 'PENDING'
+         RETURNING o.status, o.created_at",
     )
-    .bind(order_id)
-    .bind(status.as_str())
-    .bind(reason)
-    .fetch_optional(conn)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&reasons)
+    .fetch_all(conn)
     .await
 }

@@ -59,6 +59,21 @@ pub trait Handler: Send + Sync + 'static {
         conn: &mut PgConnection,
         message: &Self::Message,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Applies the batch's new messages, in order. By default [`Handler::handle`] one by one; a handler
+    /// whose messages are independent can apply them in one set-based statement instead.
+    fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[&Self::Message],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async move {
+            for message in messages {
+                self.handle(conn, message).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -244,9 +259,7 @@ impl<H: Handler> IdempotentConsumer<H> {
         outcome.duplicates = decoded.len() - new_messages.len();
         if !new_messages.is_empty() {
             self.handler.before_batch(&mut tx, &new_messages).await?;
-        }
-        for message in &new_messages {
-            self.handler.handle(&mut tx, message).await?;
+            self.handler.handle_batch(&mut tx, &new_messages).await?;
         }
         outcome.applied = new_messages.len();
 

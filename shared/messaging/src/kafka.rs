@@ -45,7 +45,7 @@ pub struct KafkaArgs {
     #[arg(long, env = "INVENTORY_EVENTS_TOPIC", default_value = INVENTORY_EVENTS)]
     pub inventory_events_topic: String,
     /// Partitions of the topics created at start-up (existing topics are not changed).
-    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 8)]
+    #[arg(long, env = "KAFKA_TOPIC_PARTITIONS", default_value_t = 4)]
     pub topic_partitions: i32,
     /// Replication factor of the topics created at start-up.
     #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
@@ -64,7 +64,7 @@ impl KafkaArgs {
             brokers: "127.0.0.1:19092".into(),
             order_events_topic: ORDER_EVENTS.into(),
             inventory_events_topic: INVENTORY_EVENTS.into(),
-            topic_partitions: 8,
+            topic_partitions: 4,
             replication_factor: 1,
             fetch_wait_max_ms: 10,
         }

@@ -3,7 +3,7 @@
 //! The seed's recipe (section 二) has three steps, and this crate has one module per step:
 //!
 //! 1. the side that changes business data writes a message into a table of **its own database in the same
-//!    local transaction** — [`outbox::enqueue`];
+//!    local transaction** — [`outbox::enqueue_all`];
 //! 2. a relay forwards the table's messages to Kafka; forwarded messages are removed, the others retried —
 //!    [`outbox::Relay`];
 //! 3. the other side reads the message and applies it — [`consumer::IdempotentConsumer`], which records each

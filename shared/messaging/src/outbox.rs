@@ -1,6 +1,6 @@
 //! The transactional outbox (the seed's 本地消息表, "local message table") and its relay.
 //!
-//! **Writing.** A service that changes business data calls [`enqueue`] inside the *same* local transaction,
+//! **Writing.** A service that changes business data calls [`enqueue_all`] inside the *same* local transaction,
 //! so the message exists if and only if the change committed (seed, step 1). The `outbox` table (see the
 //! migrations of each database) holds the whole [envelope](crate::Envelope), the topic and the key.
 //!
@@ -43,20 +43,34 @@ use crate::kafka;
 /// The channel the outbox trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "outbox";
 
-/// Writes `envelope` into the outbox as part of the caller's transaction.
-pub async fn enqueue(
-    conn: &mut PgConnection,
-    topic: &str,
-    key: &str,
-    envelope: &Envelope,
-) -> sqlx::Result<()> {
+/// A message to write into the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub topic: String,
+    pub key: String,
+    pub envelope: Envelope,
+}
+
+/// Writes every message into the outbox, in one statement, as part of the caller's transaction.
+pub async fn enqueue_all(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sqlx::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.envelope.message_id).collect();
+    let topics: Vec<&str> = messages.iter().map(|m| m.topic.as_str()).collect();
+    let keys: Vec<&str> = messages.iter().map(|m| m.key.as_str()).collect();
+    let envelopes: Vec<sqlx::types::Json<&Envelope>> = messages
+        .iter()
+        .map(|m| sqlx::types::Json(&m.envelope))
+        .collect();
     sqlx::query(
-        "INSERT INTO outbox (message_id, topic, message_key, envelope) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO outbox (message_id, topic, message_key, envelope)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
     )
-    .bind(envelope.message_id)
-    .bind(topic)
-    .bind(key)
-    .bind(sqlx::types::Json(envelope))
+    .bind(&ids)
+    .bind(&topics)
+    .bind(&keys)
+    .bind(&envelopes)
     .execute(conn)
     .await?;
     Ok(())
