@@ -42,6 +42,9 @@ pub enum Which {
         /// Distinct SKUs the orders spread over.
         #[arg(long, default_value_t = 50)]
         skus: usize,
+        /// Rate (orders/s) of the latency phase; default: half the confirmed rate of the full-load phase.
+        #[arg(long)]
+        latency_rate: Option<f64>,
     },
 }
 
@@ -55,18 +58,20 @@ pub fn run(stack: &Stack, which: Which) -> anyhow::Result<()> {
         clients,
         rounds,
         skus,
+        latency_rate,
     } = which;
     anyhow::ensure!(
         stack.is_fully_healthy(),
         "the stack is not fully up: run `cargo xtask up` (release services) first"
     );
-    block_on(outbox(
-        stack,
-        Duration::from_secs(seconds),
+    let settings = Settings {
+        seconds: Duration::from_secs(seconds),
         clients,
-        rounds.max(1),
-        skus.max(1),
-    ))
+        rounds: rounds.max(1),
+        skus: skus.max(1),
+        latency_rate,
+    };
+    block_on(outbox(stack, settings))
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,13 +86,23 @@ struct Round {
     half_p99_ms: f64,
 }
 
-async fn outbox(
-    stack: &Stack,
+#[derive(Debug, Clone, Copy)]
+struct Settings {
     seconds: Duration,
     clients: usize,
     rounds: usize,
     skus: usize,
-) -> anyhow::Result<()> {
+    latency_rate: Option<f64>,
+}
+
+async fn outbox(stack: &Stack, settings: Settings) -> anyhow::Result<()> {
+    let Settings {
+        seconds,
+        clients,
+        rounds,
+        skus,
+        latency_rate,
+    } = settings;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
@@ -133,7 +148,7 @@ async fn outbox(
         r.confirmed_per_s = full.throughput;
         (r.full_p50_ms, r.full_p99_ms) = (full.p50_ms, full.p99_ms);
 
-        r.half_rate = (r.confirmed_per_s / 2.0).max(1.0);
+        r.half_rate = latency_rate.unwrap_or(r.confirmed_per_s / 2.0).max(1.0);
         let customer = format!("bench-{run_id}-r{round}-half");
         let placed = load(
             &http,
