@@ -4,6 +4,8 @@
 //!
 //! [`TestSystem::check_invariants`] states what the outbox flow guarantees, from the databases themselves.
 
+#![allow(clippy::unwrap_used)] // test support: a failed step should fail the test right there
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! The seed's 本地消息表 (local message table + Kafka) flow, end to end against real PostgreSQL and Kafka,
 //! proven by invariants (see `TestSystem::check_invariants`), not by eye.
 
+#![allow(clippy::unwrap_used)] // a failed step fails the test right there
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

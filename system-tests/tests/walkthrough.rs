@@ -1,6 +1,8 @@
 //! The README's curl walkthrough, against the services of the running local stack (`cargo xtask up`):
 //! seed a product, place an order, watch it confirm. Also the endpoints every service has.
 
+#![allow(clippy::unwrap_used)] // a failed step fails the test right there
+
 use std::time::Duration;
 
 use distlab_testkit::{eventually, http, inventory_url, order_url, require_stack};

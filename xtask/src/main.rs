@@ -19,7 +19,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "distlab dev tooling")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "distlab dev tooling"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

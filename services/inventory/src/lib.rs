@@ -15,17 +15,16 @@ pub mod reservation;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use distlab_messaging::consumer::{ConsumerConfig, IdempotentConsumer};
-use distlab_messaging::kafka;
-use distlab_messaging::outbox::{Relay, RelayConfig, RelayFaults};
-use distlab_platform::http::{ReadinessCheck, Service, ServiceInfo, service_router};
+use distlab_messaging::outbox::RelayFaults;
+use distlab_messaging::service::{self, Database, Parts};
+use distlab_platform::http::Service;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-/// The inventory database's schema.
+/// The inventory database's own schema (the messaging tables come from `distlab_messaging::service`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
 
 /// Shared state of the HTTP handlers.
@@ -45,65 +44,29 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, creates the topics, binds the listener and prepares the relay and consumer.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        distlab_platform::metrics::install();
-        let pool =
-            distlab_platform::db::connect(&config.database_url, config.database_max_connections)
-                .await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("cannot migrate the inventory database")?;
-        let k = &config.kafka;
-        kafka::ensure_topics(
-            &k.brokers,
-            &k.topics(),
-            k.topic_partitions,
-            k.replication_factor,
-        )
-        .await?;
-
-        let shutdown = CancellationToken::new();
-        let relay_faults = RelayFaults::default();
-        let relay = Relay::new(
-            pool.clone(),
-            RelayConfig::new("inventory", &k.brokers),
-            relay_faults.clone(),
-        )?;
-        let consumer = IdempotentConsumer::new(
-            pool.clone(),
-            ConsumerConfig {
-                fetch_wait_max_ms: k.fetch_wait_max_ms,
-                ..ConsumerConfig::new(
-                    "inventory",
-                    &k.brokers,
-                    &config.consumer_group,
-                    vec![k.order_events_topic.clone()],
-                )
-            },
-            reservation::Reservations::new(k.inventory_events_topic.clone()),
-        )?;
-
-        let readiness = vec![
-            ReadinessCheck::postgres("inventory-db", pool.clone()),
-            kafka::readiness_check(kafka::producer(&k.brokers, "inventory-readiness")?),
-        ];
-        let router = service_router(
-            http::router(AppState { pool: pool.clone() }),
-            ServiceInfo {
-                openapi: http::openapi(),
-                readiness,
-            },
-        );
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let service = Service::new(listener, router, shutdown.clone())
-            .with_task(relay.run(shutdown.clone()))
-            .with_task(consumer.run(shutdown));
+        let database = Database {
+            name: "inventory-db",
+            url: &config.database_url,
+            max_connections: config.database_max_connections,
+            migrator: &MIGRATOR,
+        };
+        let pool = service::connect(&database, &config.kafka).await?;
+        let state = AppState { pool: pool.clone() };
+        let parts = Parts {
+            name: "inventory",
+            database_name: database.name,
+            listen: config.listen,
+            routes: http::router(state),
+            openapi: http::openapi(),
+            consumer_group: config.consumer_group.clone(),
+            consumes: config.kafka.order_events_topic.clone(),
+            handler: reservation::Reservations::new(config.kafka.inventory_events_topic.clone()),
+        };
+        let assembled = service::assemble(pool.clone(), &config.kafka, parts).await?;
         Ok(Self {
-            service,
+            service: assembled.service,
             pool,
-            relay_faults,
+            relay_faults: assembled.relay_faults,
         })
     }
 

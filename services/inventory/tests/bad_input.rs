@@ -1,7 +1,9 @@
 //! Bad input to the inventory service gets a clear 4xx with the JSON error body of DESIGN.md and writes
 //! nothing; good input creates and resets products.
 
-use distlab_testkit::{TestDatabase, unique_group, unique_kafka};
+#![allow(clippy::unwrap_used)] // a failed step fails the test right there
+
+use distlab_testkit::{TestDatabase, expect_error, unique_group, unique_kafka};
 use inventory::{Application, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -58,13 +60,6 @@ impl TestApp {
             .await
             .unwrap()
     }
-}
-
-async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(response.status(), status);
-    let body: Value = response.json().await.expect("the error body is JSON");
-    assert_eq!(body["error"]["code"], code, "body: {body}");
-    body
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! The order service's HTTP API against a real database and broker: every kind of bad input gets a clear
 //! 4xx with the JSON error body of DESIGN.md and writes nothing; good requests page and replay as documented.
 
-use distlab_testkit::{TestDatabase, unique_group, unique_kafka};
+#![allow(clippy::unwrap_used)] // a failed step fails the test right there
+
+use distlab_testkit::{TestDatabase, expect_error, unique_group, unique_kafka};
 use order::{Application, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -65,20 +67,6 @@ impl TestApp {
         .await
         .unwrap()
     }
-}
-
-/// Asserts the status and the error body's code, and returns the body.
-async fn expect_error(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(response.status(), status);
-    let body: Value = response.json().await.expect("the error body is JSON");
-    assert_eq!(body["error"]["code"], code, "body: {body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "the error has a message: {body}"
-    );
-    body
 }
 
 fn order(items: Value) -> Value {

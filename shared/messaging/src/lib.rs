@@ -18,5 +18,6 @@ pub mod envelope;
 pub mod events;
 pub mod kafka;
 pub mod outbox;
+pub mod service;
 
 pub use envelope::Envelope;

@@ -8,6 +8,8 @@
 //! - [`PrivateBroker`]: a tansu broker of the test's own, which the test may stop and start again;
 //! - [`eventually`]: polls a condition until a deadline — tests never sleep to wait.
 
+#![allow(clippy::unwrap_used)] // test support: a failed step should fail the test right there
+
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -349,4 +351,23 @@ pub fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("an HTTP client")
+}
+
+/// Asserts that `response` has `status` and the JSON error body of DESIGN.md with `code` and a message;
+/// returns the body.
+pub async fn expect_error(
+    response: reqwest::Response,
+    status: reqwest::StatusCode,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status(), status);
+    let body: serde_json::Value = response.json().await.expect("the error body is JSON");
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "the error has a message: {body}"
+    );
+    body
 }

@@ -1,6 +1,7 @@
--- The local message table (outbox) and the consumer's bookkeeping; the same in every service database.
--- See shared/messaging for the protocol. A row is deleted once Kafka acknowledged it, so the table holds
--- exactly the messages still to be delivered.
+-- The local message table (outbox) and the consumer's bookkeeping, in every service database that takes part
+-- in the outbox flow. Applied by `distlab_messaging::service::connect` with its own migrations table
+-- (`_sqlx_migrations_messaging`), beside the service's own migrations. See shared/messaging for the protocol.
+-- An outbox row is deleted once Kafka acknowledged it, so the table holds exactly what is still to deliver.
 
 CREATE TABLE outbox (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
