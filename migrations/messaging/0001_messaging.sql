@@ -42,5 +42,7 @@ CREATE TABLE dead_letters (
     kafka_offset    bigint NOT NULL,
     payload         bytea NOT NULL,
     error           text NOT NULL,
-    received_at     timestamptz NOT NULL DEFAULT now()
+    received_at     timestamptz NOT NULL DEFAULT now(),
+    -- A redelivered batch does not store the same dead letter twice.
+    UNIQUE (consumer, topic, kafka_partition, kafka_offset)
 );

@@ -64,10 +64,21 @@ async fn place_all(
     orders: &[Vec<(String, u32)>],
     concurrency: usize,
 ) -> Vec<Uuid> {
+    let all: Vec<usize> = (0..system.orders.len()).collect();
+    place_through(system, &all, orders, concurrency).await
+}
+
+/// Places the orders, `concurrency` at a time, spread round-robin over the given order instances.
+async fn place_through(
+    system: &TestSystem,
+    instances: &[usize],
+    orders: &[Vec<(String, u32)>],
+    concurrency: usize,
+) -> Vec<Uuid> {
     futures::stream::iter(orders.iter().enumerate())
         .map(|(i, items)| async move {
             let items: Vec<(&str, u32)> = items.iter().map(|(s, q)| (s.as_str(), *q)).collect();
-            system.place(i % system.orders.len(), &items).await
+            system.place(instances[i % instances.len()], &items).await
         })
         .buffer_unordered(concurrency)
         .collect()
@@ -259,6 +270,27 @@ async fn orders_are_accepted_while_the_broker_is_down_and_drain_when_it_is_back(
         60,
         "no message is dropped while failing"
     );
+    // …and the backlog is surfaced on the instance's /metrics.
+    let metrics_url = format!("{}/metrics", system.orders[0].url);
+    eventually(
+        "the pending gauge to show the backlog",
+        Duration::from_secs(10),
+        || async {
+            let metrics = system
+                .http
+                .get(&metrics_url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            metrics
+                .contains("outbox_pending_messages{relay=\"order\"} 60")
+                .then_some(())
+        },
+    )
+    .await;
 
     broker.start_again().await;
     system.wait_until_all_decided(Duration::from_secs(60)).await;
@@ -285,18 +317,18 @@ async fn a_relay_that_dies_after_publishing_republishes_without_double_effect() 
         published > 40,
         "the abandoned batches were published again ({published} messages for 40 orders)"
     );
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_messages")
-        .fetch_one(&system.inventory_db)
-        .await
-        .unwrap();
-    assert_eq!(applied, 40, "each OrderPlaced applied once");
+    let applied = system.inventories[0].consumer_stats.applied();
+    assert_eq!(
+        applied, 40,
+        "each OrderPlaced applied once, the republished copies skipped"
+    );
     system.check_invariants(&initial).await;
     system.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_instances_of_each_service_keep_every_guarantee() {
-    let system = TestSystem::start(Options {
+async fn two_instances_of_each_service_keep_every_guarantee_even_when_one_leaves() {
+    let mut system = TestSystem::start(Options {
         order_instances: 2,
         inventory_instances: 2,
         brokers: None,
@@ -305,20 +337,58 @@ async fn two_instances_of_each_service_keep_every_guarantee() {
     let initial = seed_skus(&system, 10, 60).await;
     let skus: Vec<String> = initial.keys().cloned().collect();
     let orders = random_orders(&skus, 300, 17);
-    place_all(&system, &orders, 32).await;
+
+    // Both instances of each service are in their consumer group and share the 4 partitions.
+    let all = system.orders.iter().chain(&system.inventories);
+    let stats: Vec<_> = all.map(|i| i.consumer_stats.clone()).collect();
+    eventually(
+        "every instance to be assigned partitions",
+        Duration::from_secs(30),
+        || async {
+            stats
+                .iter()
+                .all(|s| s.assigned_partitions() == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    // Half the orders through both order instances, concurrently.
+    place_all(&system, &orders[..150], 32).await;
     system.wait_until_all_decided(Duration::from_secs(60)).await;
     system.check_invariants(&initial).await;
+    for (i, instance) in system.orders.iter().chain(&system.inventories).enumerate() {
+        assert!(
+            instance.consumer_stats.applied() > 0,
+            "instance {i} applied messages from its partitions"
+        );
+    }
 
-    let per_instance: Vec<i64> =
-        sqlx::query_scalar("SELECT count(*) FROM processed_messages GROUP BY consumer")
-            .fetch_all(&system.orders_db)
-            .await
-            .unwrap();
-    assert_eq!(
-        per_instance.iter().sum::<i64>(),
-        300,
-        "every answer applied once across both order instances"
-    );
+    // One instance of each leaves (its partitions move to the other); the rest goes through the survivor.
+    system.orders[0].stop().await;
+    system.inventories[0].stop().await;
+    let survivors = [
+        system.orders[1].consumer_stats.clone(),
+        system.inventories[1].consumer_stats.clone(),
+    ];
+    eventually(
+        "the survivors to take over every partition",
+        Duration::from_secs(30),
+        || async {
+            survivors
+                .iter()
+                .all(|s| s.assigned_partitions() == 4)
+                .then_some(())
+        },
+    )
+    .await;
+    place_through(&system, &[1], &orders[150..], 32).await;
+    system.wait_until_all_decided(Duration::from_secs(60)).await;
+    system.check_invariants(&initial).await;
+    let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&system.orders_db)
+        .await
+        .unwrap();
+    assert_eq!(decided, 300);
     system.stop().await;
 }
 

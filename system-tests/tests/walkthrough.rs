@@ -5,9 +5,36 @@
 
 use std::time::Duration;
 
-use distlab_testkit::{eventually, http, inventory_url, order_url, require_stack};
+use distlab_testkit::{eventually, get_json, http, inventory_url, order_url, require_stack};
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+/// Places an order on the stack's order service; returns its id after asserting 202 PENDING.
+async fn place(http: &reqwest::Client, body: Value, key: Option<&str>) -> String {
+    let mut request = http.post(format!("{}/orders", order_url())).json(&body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let placed: Value = response.json().await.unwrap();
+    assert_eq!(placed["status"], "PENDING");
+    placed["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the order has `status`; returns it.
+async fn wait_for_status(http: &reqwest::Client, id: &str, status: &'static str) -> Value {
+    let url = format!("{}/orders/{id}", order_url());
+    eventually(
+        &format!("order {id} to be {status}"),
+        Duration::from_secs(30),
+        || async {
+            let order = get_json(http, &url).await;
+            (order["status"] == status).then_some(order)
+        },
+    )
+    .await
+}
 
 #[tokio::test]
 async fn the_readme_walkthrough_confirms_an_order_on_the_running_stack() {
@@ -15,72 +42,35 @@ async fn the_readme_walkthrough_confirms_an_order_on_the_running_stack() {
     let http = http();
     // A SKU of this run's own, so that earlier runs and users' data do not matter.
     let sku = format!("WALK-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let product_url = format!("{}/products/{sku}", inventory_url());
 
-    let product: Value = http
-        .put(format!("{}/products/{sku}", inventory_url()))
+    let seeded = http
+        .put(&product_url)
         .json(&json!({"name": "Walkthrough widget", "price_cents": 1999, "stock": 10}))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    assert_eq!(product["available"], 10);
+    assert_eq!(seeded.status(), 200);
+    assert_eq!(get_json(&http, &product_url).await["available"], 10);
 
-    let placed = http
-        .post(format!("{}/orders", order_url()))
-        .header("idempotency-key", format!("walkthrough-{sku}"))
-        .json(&json!({"customer_id": "alice", "items": [{"sku": sku, "quantity": 3}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 202);
-    let placed: Value = placed.json().await.unwrap();
-    assert_eq!(placed["status"], "PENDING");
-    let id = placed["id"].as_str().unwrap().to_owned();
-
-    let confirmed: Value = eventually("the order to be CONFIRMED", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), format!("{}/orders/{id}", order_url()));
-        async move {
-            let order: Value = http.get(url).send().await.ok()?.json().await.ok()?;
-            (order["status"] == "CONFIRMED").then_some(order)
-        }
-    })
-    .await;
+    let order = json!({"customer_id": "alice", "items": [{"sku": sku, "quantity": 3}]});
+    let id = place(&http, order, Some(&format!("walkthrough-{sku}"))).await;
+    let confirmed = wait_for_status(&http, &id, "CONFIRMED").await;
     assert_eq!(confirmed["items"], json!([{"sku": sku, "quantity": 3}]));
-
-    let product: Value = http
-        .get(format!("{}/products/{sku}", inventory_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let product = get_json(&http, &product_url).await;
     assert_eq!(
         (product["available"].as_i64(), product["reserved"].as_i64()),
         (Some(7), Some(3))
     );
 
     // An order beyond the stock is REJECTED with the reason.
-    let too_many: Value = http
-        .post(format!("{}/orders", order_url()))
-        .json(&json!({"customer_id": "bob", "items": [{"sku": sku, "quantity": 8}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = too_many["id"].as_str().unwrap().to_owned();
-    let rejected: Value = eventually("the order to be REJECTED", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), format!("{}/orders/{id}", order_url()));
-        async move {
-            let order: Value = http.get(url).send().await.ok()?.json().await.ok()?;
-            (order["status"] == "REJECTED").then_some(order)
-        }
-    })
+    let id = place(
+        &http,
+        json!({"customer_id": "bob", "items": [{"sku": sku, "quantity": 8}]}),
+        None,
+    )
     .await;
+    let rejected = wait_for_status(&http, &id, "REJECTED").await;
     assert_eq!(rejected["reason"], "insufficient_stock");
 }
 
@@ -89,23 +79,15 @@ async fn every_service_serves_health_readiness_metrics_and_openapi() {
     require_stack(true);
     let http = http();
     for (base, path) in [(order_url(), "/orders"), (inventory_url(), "/products")] {
-        let health: Value = http
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(health["status"], "ok");
-
-        let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
-        assert_eq!(ready.status(), 200, "{base} is ready");
-        let ready: Value = ready.json().await.unwrap();
-        assert_eq!(ready["checks"]["kafka"], "ok");
+        assert_eq!(
+            get_json(&http, &format!("{base}/healthz")).await["status"],
+            "ok"
+        );
+        let ready = get_json(&http, &format!("{base}/readyz")).await;
+        assert_eq!(ready["checks"]["kafka"], "ok", "{base} is ready");
 
         // A request first, so the per-route counter exists.
-        http.get(format!("{base}{path}")).send().await.unwrap();
+        get_json(&http, &format!("{base}{path}")).await;
         let metrics = http
             .get(format!("{base}/metrics"))
             .send()
@@ -125,14 +107,7 @@ async fn every_service_serves_health_readiness_metrics_and_openapi() {
             "{base}/metrics has the outbox gauges"
         );
 
-        let openapi: Value = http
-            .get(format!("{base}/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let openapi = get_json(&http, &format!("{base}/openapi.json")).await;
         assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
         assert!(
             openapi["paths"][path].is_object(),

@@ -90,27 +90,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo xtask test`: the README's test command and what CI runs.
+/// `cargo xtask test`: the README's test command and what CI runs. It stops exactly the parts it started:
+/// a part that was already running (e.g. `cargo xtask up --infra-only` earlier) is left running.
 fn test(nextest_args: &[String]) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     install::ensure_all(true)?;
     let stack = stack::Stack::discover()?;
-    let was_running = stack.is_fully_healthy();
-    stack.up(true)?;
-    stack.drop_test_databases()?;
-    println!("==> cargo nextest run --workspace");
-    let status = std::process::Command::new(env!("CARGO"))
-        .current_dir(stack.root())
-        .args(["nextest", "run", "--workspace", "--no-fail-fast"])
-        .args(nextest_args)
-        .status();
-    if was_running {
-        println!("==> the stack was already running; leaving it up");
-    } else if let Err(error) = stack.down() {
+    let mut started_parts = Vec::new();
+    let outcome = stack
+        .up_recording(true, &mut started_parts)
+        .and_then(|()| stack.drop_test_databases())
+        .and_then(|()| {
+            println!("==> cargo nextest run --workspace");
+            let status = std::process::Command::new(env!("CARGO"))
+                .current_dir(stack.root())
+                .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+                .args(nextest_args)
+                .status()?;
+            anyhow::ensure!(status.success(), "tests failed ({status})");
+            Ok(())
+        });
+    if let Err(error) = stack.stop(started_parts) {
         eprintln!("warning: cannot stop the stack: {error:#}");
     }
     println!("==> cargo xtask test took {:.0?}", started.elapsed());
-    let status = status?;
-    anyhow::ensure!(status.success(), "tests failed ({status})");
-    Ok(())
+    outcome
 }

@@ -157,7 +157,9 @@ impl Stack {
         self.state.join(part.name).join("data")
     }
 
-    /// The pid of the part's process, if this stack started one and it is alive.
+    /// The pid of the part's process, if this stack started one and it is alive. A pid file that survived
+    /// its process (a reboot, a crash) may name a pid that now belongs to another program: the process's
+    /// command line must name the part's program too, or the pid is not ours.
     fn pid(&self, part: &Part) -> Option<u32> {
         let file = match part.kind {
             Kind::Postgres { .. } => self.pg_data(part).join("postmaster.pid"),
@@ -165,7 +167,16 @@ impl Stack {
         };
         let text = fs::read_to_string(file).ok()?;
         let pid: u32 = text.lines().next()?.trim().parse().ok()?;
-        is_alive(pid).then_some(pid)
+        let program = match part.kind {
+            Kind::Postgres { .. } => "postgres",
+            Kind::Kafka => "tansu",
+            Kind::Redis => "redis-server",
+            Kind::ZooKeeper => "QuorumPeerMain",
+            Kind::Service { binary, .. } => binary,
+        };
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let ours = String::from_utf8_lossy(&cmdline).contains(program);
+        (ours && is_alive(pid)).then_some(pid)
     }
 
     fn healthy(&self, part: &Part) -> bool {
@@ -200,6 +211,16 @@ impl Stack {
 
     /// Starts every part that is not running (services too when `with_services`).
     pub fn up(&self, with_services: bool) -> anyhow::Result<()> {
+        self.up_recording(with_services, &mut Vec::new())
+    }
+
+    /// [`Stack::up`], adding to `started` each part it started (not those already running), also when it
+    /// fails halfway, so that the caller can stop exactly those.
+    pub fn up_recording(
+        &self,
+        with_services: bool,
+        started_parts: &mut Vec<&'static Part>,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         install::ensure_all(false)?;
         for dir in ["pids", "logs"] {
@@ -219,8 +240,12 @@ impl Stack {
             run(&mut build)?;
         }
         for part in PARTS.iter().filter(|p| with_services || !p.is_service()) {
-            self.up_part(part)
-                .with_context(|| format!("cannot start {}", part.name))?;
+            let was_running = self.pid(part).is_some();
+            let result = self.up_part(part);
+            if !was_running && self.pid(part).is_some() {
+                started_parts.push(part);
+            }
+            result.with_context(|| format!("cannot start {}", part.name))?;
         }
         println!("==> stack up in {:.1?}", started.elapsed());
         Ok(())
@@ -565,30 +590,51 @@ impl Stack {
 
     /// Stops every part this stack started, services first.
     pub fn down(&self) -> anyhow::Result<()> {
-        for part in PARTS.iter().rev() {
+        self.stop(PARTS)
+    }
+
+    /// Stops the given parts that are running, in reverse start order. A part that fails to stop does not
+    /// keep the others running: every part is tried, and the failures are reported together.
+    pub fn stop<'a>(&self, parts: impl IntoIterator<Item = &'a Part>) -> anyhow::Result<()> {
+        let mut parts: Vec<&Part> = parts.into_iter().collect();
+        parts.sort_by_key(|part| std::cmp::Reverse(PARTS.iter().position(|p| p.name == part.name)));
+        let mut failures = Vec::new();
+        for part in parts {
             let Some(pid) = self.pid(part) else { continue };
-            match part.kind {
-                Kind::Postgres { .. } => {
-                    let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
-                    let status = as_postgres(bin.join("pg_ctl"))
-                        .args([
-                            "-D",
-                            path_str(&self.pg_data(part))?,
-                            "-m",
-                            "fast",
-                            "-w",
-                            "stop",
-                        ])
-                        .stdout(Stdio::null())
-                        .status()?;
-                    anyhow::ensure!(status.success(), "pg_ctl stop failed for {}", part.name);
-                }
-                _ => stop_pid(pid)?,
+            match self.stop_part(part, pid) {
+                Ok(()) => println!("    {:<13} stopped (pid {pid})", part.name),
+                Err(error) => failures.push(format!("{}: {error:#}", part.name)),
             }
             let _ = fs::remove_file(self.pid_file(part));
-            println!("    {:<13} stopped (pid {pid})", part.name);
         }
+        anyhow::ensure!(
+            failures.is_empty(),
+            "some parts did not stop cleanly: {}",
+            failures.join("; ")
+        );
         Ok(())
+    }
+
+    fn stop_part(&self, part: &Part, pid: u32) -> anyhow::Result<()> {
+        match part.kind {
+            Kind::Postgres { .. } => {
+                let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
+                let status = as_postgres(bin.join("pg_ctl"))
+                    .args([
+                        "-D",
+                        path_str(&self.pg_data(part))?,
+                        "-m",
+                        "fast",
+                        "-w",
+                        "stop",
+                    ])
+                    .stdout(Stdio::null())
+                    .status()?;
+                anyhow::ensure!(status.success(), "pg_ctl stop failed");
+                Ok(())
+            }
+            _ => stop_pid(pid),
+        }
     }
 
     pub fn status(&self) -> anyhow::Result<()> {

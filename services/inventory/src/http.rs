@@ -42,11 +42,10 @@ struct ProductList {
 }
 
 fn database_error(error: sqlx::Error) -> ApiError {
-    match error {
-        sqlx::Error::PoolTimedOut => {
-            ApiError::unavailable("the inventory database is not answering")
-        }
-        other => ApiError::internal(&other),
+    if distlab_platform::db::is_unavailable(&error) {
+        ApiError::unavailable("the inventory database is not answering")
+    } else {
+        ApiError::internal(&error)
     }
 }
 

@@ -37,19 +37,50 @@ pub enum Decision {
     AlreadyDecided,
 }
 
-/// Sums the quantities of each SKU, in SKU order.
-pub fn merge_items(items: &[OrderItem]) -> Vec<OrderItem> {
-    let mut merged: BTreeMap<&str, u32> = BTreeMap::new();
-    for item in items {
-        *merged.entry(&item.sku).or_default() += item.quantity;
-    }
-    merged
-        .into_iter()
-        .map(|(sku, quantity)| OrderItem {
-            sku: sku.to_owned(),
-            quantity,
+/// An `OrderPlaced` that can be applied: at least one item, valid SKUs, and per SKU (repeated SKUs summed)
+/// a quantity from 1 to `i32::MAX`, in SKU order. Anything else can never be applied and is dead-lettered
+/// by [`Handler::decode`] instead of blocking its partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderToReserve {
+    pub order_id: Uuid,
+    pub items: Vec<OrderItem>,
+}
+
+impl TryFrom<OrderPlaced> for OrderToReserve {
+    type Error = String;
+
+    fn try_from(order: OrderPlaced) -> Result<Self, String> {
+        if order.items.is_empty() {
+            return Err(format!("order {} has no items", order.order_id));
+        }
+        let mut merged: BTreeMap<String, u64> = BTreeMap::new();
+        for item in order.items {
+            crate::products::validate_sku(&item.sku).map_err(|e| {
+                format!("order {}: sku {:?} {}", order.order_id, item.sku, e.message)
+            })?;
+            if item.quantity == 0 {
+                return Err(format!(
+                    "order {}: quantity 0 of {}",
+                    order.order_id, item.sku
+                ));
+            }
+            *merged.entry(item.sku).or_default() += u64::from(item.quantity);
+        }
+        let items = merged
+            .into_iter()
+            .map(|(sku, quantity)| match u32::try_from(quantity) {
+                Ok(quantity) if quantity <= i32::MAX as u32 => Ok(OrderItem { sku, quantity }),
+                _ => Err(format!(
+                    "order {}: quantity {quantity} of {sku} is out of range",
+                    order.order_id
+                )),
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            order_id: order.order_id,
+            items,
         })
-        .collect()
+    }
 }
 
 /// Claims the decision of each order: `order_outcomes` gets a row for each order that has none yet. Returns
@@ -74,7 +105,7 @@ async fn claim_decisions(
 async fn reserve_items(
     conn: &mut PgConnection,
     order_id: Uuid,
-    items: Vec<OrderItem>,
+    items: &[OrderItem],
 ) -> anyhow::Result<Decision> {
     let skus: Vec<&str> = items.iter().map(|i| i.sku.as_str()).collect();
     let quantities: Vec<i32> = items.iter().map(|i| i.quantity as i32).collect();
@@ -100,7 +131,7 @@ async fn reserve_items(
     .await?;
 
     if reserved.len() == items.len() {
-        return Ok(Decision::Reserved(items));
+        return Ok(Decision::Reserved(items.to_vec()));
     }
     anyhow::ensure!(
         reserved.is_empty(),
@@ -133,7 +164,7 @@ async fn reserve_items(
 /// items or nothing; an order decided before is left alone. Returns each order's decision.
 pub async fn reserve(
     conn: &mut PgConnection,
-    orders: &[&OrderPlaced],
+    orders: &[&OrderToReserve],
 ) -> anyhow::Result<Vec<(Uuid, Decision)>> {
     let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
     let mut fresh = claim_decisions(conn, &ids).await?;
@@ -142,7 +173,7 @@ pub async fn reserve(
     for order in orders {
         // `remove`: an order that appears twice in one batch is decided once.
         let decision = if fresh.remove(&order.order_id) {
-            reserve_items(conn, order.order_id, merge_items(&order.items)).await?
+            reserve_items(conn, order.order_id, &order.items).await?
         } else {
             Decision::AlreadyDecided
         };
@@ -180,31 +211,20 @@ impl Reservations {
 }
 
 impl Handler for Reservations {
-    type Message = OrderPlaced;
+    type Message = OrderToReserve;
 
-    fn decode(&self, envelope: &Envelope) -> Result<Option<OrderPlaced>, String> {
+    fn decode(&self, envelope: &Envelope) -> Result<Option<OrderToReserve>, String> {
         if !envelope.is::<OrderPlaced>() {
             return Ok(None);
         }
         let order: OrderPlaced = envelope.payload_as().map_err(|e| e.to_string())?;
-        if order.items.is_empty()
-            || order
-                .items
-                .iter()
-                .any(|i| i.quantity == 0 || i.quantity > i32::MAX as u32)
-        {
-            return Err(format!(
-                "order {} has no items or a quantity out of range",
-                order.order_id
-            ));
-        }
-        Ok(Some(order))
+        OrderToReserve::try_from(order).map(Some)
     }
 
     async fn before_batch(
         &self,
         conn: &mut PgConnection,
-        orders: &[&OrderPlaced],
+        orders: &[&OrderToReserve],
     ) -> anyhow::Result<()> {
         let mut skus: Vec<&str> = orders
             .iter()
@@ -219,14 +239,14 @@ impl Handler for Reservations {
         Ok(())
     }
 
-    async fn handle(&self, conn: &mut PgConnection, order: &OrderPlaced) -> anyhow::Result<()> {
+    async fn handle(&self, conn: &mut PgConnection, order: &OrderToReserve) -> anyhow::Result<()> {
         self.handle_batch(conn, &[order]).await
     }
 
     async fn handle_batch(
         &self,
         conn: &mut PgConnection,
-        orders: &[&OrderPlaced],
+        orders: &[&OrderToReserve],
     ) -> anyhow::Result<()> {
         let mut answers = Vec::with_capacity(orders.len());
         for (order_id, decision) in reserve(&mut *conn, orders).await? {
@@ -272,10 +292,44 @@ mod tests {
         }
     }
 
+    fn placed(items: Vec<OrderItem>) -> OrderPlaced {
+        OrderPlaced {
+            order_id: Uuid::nil(),
+            customer_id: "c".into(),
+            items,
+        }
+    }
+
     #[test]
-    fn merge_sums_repeated_skus_in_sku_order() {
-        let merged = merge_items(&[item("b", 1), item("a", 2), item("b", 3)]);
-        assert_eq!(merged, [item("a", 2), item("b", 4)]);
+    fn repeated_skus_are_summed_in_sku_order() {
+        let order =
+            OrderToReserve::try_from(placed(vec![item("b", 1), item("a", 2), item("b", 3)]))
+                .unwrap();
+        assert_eq!(order.items, [item("a", 2), item("b", 4)]);
+    }
+
+    #[test]
+    fn orders_that_can_never_be_applied_are_refused() {
+        let max = i32::MAX as u32;
+        for items in [
+            vec![],
+            vec![item("a", 0)],
+            vec![item("bad sku", 1)],
+            vec![item("a\0", 1)],
+            vec![item("a", max), item("a", 1)],
+            vec![
+                item("a", u32::MAX),
+                item("a", u32::MAX),
+                item("a", u32::MAX),
+            ],
+            vec![item("a", max + 1)],
+        ] {
+            assert!(
+                OrderToReserve::try_from(placed(items.clone())).is_err(),
+                "{items:?}"
+            );
+        }
+        assert!(OrderToReserve::try_from(placed(vec![item("a", max)])).is_ok());
     }
 
     #[test]
@@ -288,16 +342,17 @@ mod tests {
         .unwrap();
         assert_eq!(handler.decode(&reserved), Ok(None));
 
-        let empty = Envelope::new(&OrderPlaced {
-            order_id: Uuid::nil(),
-            customer_id: "c".into(),
-            items: vec![],
-        })
-        .unwrap();
+        let empty = Envelope::new(&placed(vec![])).unwrap();
         assert!(handler.decode(&empty).is_err());
 
         let mut garbled = empty.clone();
         garbled.payload = serde_json::json!({"order_id": 5});
         assert!(handler.decode(&garbled).is_err());
+
+        let good = Envelope::new(&placed(vec![item("a", 1)])).unwrap();
+        assert_eq!(
+            handler.decode(&good).unwrap().unwrap().items,
+            [item("a", 1)]
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed step fails the test right there
 
-use distlab_testkit::{TestDatabase, expect_error, unique_group, unique_kafka};
+use distlab_testkit::{TestDatabase, expect_error, get_json, unique_group, unique_kafka};
 use inventory::{Application, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -151,15 +151,7 @@ async fn put_creates_then_resets_a_product() {
     assert_eq!(reset["available"], 10);
     assert_eq!(reset["reserved"], 0);
 
-    let list: Value = app
-        .http
-        .get(format!("{}/products", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&app.http, &format!("{}/products", app.url)).await;
     assert_eq!(list["products"].as_array().unwrap().len(), 1);
     assert_eq!(list["products"][0]["name"], "Widget 2");
 }

@@ -31,9 +31,10 @@ pub enum OrderError {
 
 impl From<sqlx::Error> for OrderError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut => Self::DatabaseUnavailable,
-            other => Self::Unexpected(other.into()),
+        if distlab_platform::db::is_unavailable(&error) {
+            Self::DatabaseUnavailable
+        } else {
+            Self::Unexpected(error.into())
         }
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::OrderError;
-use crate::orders::{ItemInput, Mode, Order, PlaceOrder, Status};
+use crate::orders::{ItemInput, Mode, Order, PlaceOrder, Status, ValidOrder};
 use crate::store::{self, IdempotencyKey, Placed};
 
 /// Largest request body accepted.
@@ -49,7 +49,7 @@ pub fn openapi() -> serde_json::Value {
 
 fn idempotency_key(
     headers: &HeaderMap,
-    request: &PlaceOrder,
+    order: &ValidOrder,
 ) -> Result<Option<IdempotencyKey>, OrderError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -65,8 +65,10 @@ fn idempotency_key(
         .ok_or(OrderError::InvalidIdempotencyKey(
             "must be 1 to 255 visible ASCII characters",
         ))?;
-    // The fingerprint is of the parsed request, so whitespace or key order do not make a request "different".
-    let canonical = serde_json::to_vec(request).map_err(|e| OrderError::Unexpected(e.into()))?;
+    // The fingerprint is of the validated request with its mode resolved, so whitespace, key order or an
+    // omitted default mode do not make a request "different".
+    let canonical = serde_json::to_vec(&(&order.customer_id, &order.items, order.mode.as_str()))
+        .map_err(|e| OrderError::Unexpected(e.into()))?;
     Ok(Some(IdempotencyKey {
         key: key.to_owned(),
         request_hash: Sha256::digest(&canonical).to_vec(),
@@ -87,7 +89,7 @@ async fn place_order(
     let order = request
         .validate(state.default_mode)
         .map_err(OrderError::Validation)?;
-    let key = idempotency_key(&headers, &request)?;
+    let key = idempotency_key(&headers, &order)?;
     if order.mode == Mode::TwoPhaseCommit {
         return Err(OrderError::ModeNotImplemented(order.mode));
     }

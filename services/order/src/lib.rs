@@ -20,6 +20,7 @@ pub mod store;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use distlab_messaging::consumer::ConsumerStats;
 use distlab_messaging::outbox::RelayFaults;
 use distlab_messaging::service::{self, Database, Parts};
 use distlab_platform::http::Service;
@@ -47,6 +48,7 @@ pub struct Application {
     service: Service,
     pool: PgPool,
     relay_faults: RelayFaults,
+    consumer_stats: ConsumerStats,
 }
 
 impl Application {
@@ -79,6 +81,7 @@ impl Application {
             service: assembled.service,
             pool,
             relay_faults: assembled.relay_faults,
+            consumer_stats: assembled.consumer_stats,
         })
     }
 
@@ -97,6 +100,11 @@ impl Application {
     /// Faults of this instance's outbox relay (tests, chaos).
     pub fn relay_faults(&self) -> RelayFaults {
         self.relay_faults.clone()
+    }
+
+    /// This instance's consumer: its partitions and the messages it applied (tests, chaos).
+    pub fn consumer_stats(&self) -> ConsumerStats {
+        self.consumer_stats.clone()
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed step fails the test right there
 
-use distlab_testkit::{TestDatabase, expect_error, unique_group, unique_kafka};
+use distlab_testkit::{TestDatabase, expect_error, get_json, unique_group, unique_kafka};
 use order::{Application, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -292,6 +292,14 @@ async fn an_idempotency_key_replays_the_first_response_and_refuses_another_body(
     let again: Value = again.json().await.unwrap();
     assert_eq!(again, first);
 
+    // Naming the default mode does not make it another request.
+    let explicit = send(
+        json!({"customer_id": "alice", "items": [{"sku": "A", "quantity": 2}], "mode": "outbox"}),
+    )
+    .await;
+    assert_eq!(explicit.status(), StatusCode::ACCEPTED);
+    assert_eq!(explicit.json::<Value>().await.unwrap(), first);
+
     let other = send(order(json!([{"sku": "A", "quantity": 3}]))).await;
     expect_error(
         other,
@@ -352,15 +360,7 @@ async fn orders_list_newest_first_a_page_at_a_time_and_filter_by_status() {
             Some(c) => format!("/orders?limit=2&cursor={c}"),
             None => "/orders?limit=2".to_owned(),
         };
-        let page: Value = app
-            .http
-            .get(format!("{}{query}", app.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(&app.http, &format!("{}{query}", app.url)).await;
         let orders = page["orders"].as_array().unwrap();
         assert!(orders.len() <= 2);
         seen.extend(orders.iter().map(|o| o["id"].as_str().unwrap().to_owned()));
@@ -372,29 +372,13 @@ async fn orders_list_newest_first_a_page_at_a_time_and_filter_by_status() {
     let newest_first: Vec<String> = placed.iter().rev().cloned().collect();
     assert_eq!(seen, newest_first, "every order once, newest first");
 
-    let rejected: Value = app
-        .http
-        .get(format!("{}/orders?status=REJECTED", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rejected: Value = get_json(&app.http, &format!("{}/orders?status=REJECTED", app.url)).await;
     let rejected = rejected["orders"].as_array().unwrap();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["id"], placed[1].as_str());
     assert_eq!(rejected[0]["reason"], "insufficient_stock");
 
-    let one: Value = app
-        .http
-        .get(format!("{}/orders/{}", app.url, placed[0]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(&app.http, &format!("{}/orders/{}", app.url, placed[0])).await;
     assert_eq!(one["status"], "PENDING");
     assert_eq!(one["mode"], "outbox");
     assert_eq!(one["items"], json!([{"sku": "P0", "quantity": 1}]));

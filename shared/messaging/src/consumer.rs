@@ -23,7 +23,13 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -110,6 +116,58 @@ impl ConsumerConfig {
     }
 }
 
+/// What one consumer instance is doing, readable while it runs (tests, admin endpoints).
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerStats {
+    assigned: Arc<AtomicUsize>,
+    applied: Arc<AtomicU64>,
+}
+
+impl ConsumerStats {
+    /// Partitions assigned to this instance by the group right now.
+    pub fn assigned_partitions(&self) -> usize {
+        self.assigned.load(Ordering::Relaxed)
+    }
+
+    /// Messages this instance applied (duplicates and dead letters not counted).
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+}
+
+/// Logs the group's rebalances and keeps [`ConsumerStats::assigned_partitions`] current.
+struct RebalanceContext {
+    name: String,
+    stats: ConsumerStats,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                self.stats
+                    .assigned
+                    .store(partitions.count(), Ordering::Relaxed);
+                let list: Vec<String> = partitions
+                    .elements()
+                    .iter()
+                    .map(|p| format!("{}[{}]", p.topic(), p.partition()))
+                    .collect();
+                tracing::info!(consumer = %self.name, partitions = ?list, "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {
+                self.stats.assigned.store(0, Ordering::Relaxed);
+                tracing::info!(consumer = %self.name, "partitions revoked");
+            }
+            Rebalance::Error(error) => {
+                tracing::warn!(consumer = %self.name, %error, "rebalance failed")
+            }
+        }
+    }
+}
+
 /// A message as received, detached from the consumer.
 #[derive(Debug)]
 struct Received {
@@ -131,7 +189,8 @@ pub struct BatchOutcome {
 /// Consumes `topics` in a consumer group and applies each message once. See the module documentation.
 pub struct IdempotentConsumer<H: Handler> {
     pool: PgPool,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<RebalanceContext>,
+    stats: ConsumerStats,
     handler: H,
     config: ConsumerConfig,
 }
@@ -147,20 +206,32 @@ impl<H: Handler> std::fmt::Debug for IdempotentConsumer<H> {
 impl<H: Handler> IdempotentConsumer<H> {
     /// Joins the group and subscribes; messages flow once [`IdempotentConsumer::run`] is polled.
     pub fn new(pool: PgPool, config: ConsumerConfig, handler: H) -> anyhow::Result<Self> {
+        let stats = ConsumerStats::default();
+        let context = RebalanceContext {
+            name: config.name.clone(),
+            stats: stats.clone(),
+        };
         let consumer = kafka::consumer(
             &config.brokers,
             &config.group_id,
             &config.name,
             config.fetch_wait_max_ms,
+            context,
         )?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Self {
             pool,
             consumer,
+            stats,
             handler,
             config,
         })
+    }
+
+    /// A live view of this consumer's assignment and work.
+    pub fn stats(&self) -> ConsumerStats {
+        self.stats.clone()
     }
 
     /// Consumes until `shutdown` is cancelled. Errors are logged and retried, never returned.
@@ -268,7 +339,8 @@ impl<H: Handler> IdempotentConsumer<H> {
                 offset = received.offset, %error, "message cannot be applied; kept in dead_letters");
             sqlx::query(
                 "INSERT INTO dead_letters (consumer, topic, kafka_partition, kafka_offset, payload, error)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(&self.config.name)
             .bind(&received.topic)
@@ -282,6 +354,9 @@ impl<H: Handler> IdempotentConsumer<H> {
         outcome.dead_letters = dead.len();
         tx.commit().await?;
 
+        self.stats
+            .applied
+            .fetch_add(outcome.applied as u64, Ordering::Relaxed);
         let name = self.config.name.clone();
         for (outcome_label, count) in [
             ("applied", outcome.applied),

@@ -17,7 +17,7 @@ use distlab_platform::http::ReadinessCheck;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -92,12 +92,13 @@ pub fn producer(brokers: &str, client_id: &str) -> KafkaResult<FutureProducer> {
 }
 
 /// A consumer in `group_id` that starts from the earliest offset and never auto-commits.
-pub fn consumer(
+pub fn consumer<C: ConsumerContext + 'static>(
     brokers: &str,
     group_id: &str,
     client_id: &str,
     fetch_wait_max_ms: u32,
-) -> KafkaResult<StreamConsumer> {
+    context: C,
+) -> KafkaResult<StreamConsumer<C>> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
@@ -107,7 +108,7 @@ pub fn consumer(
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", fetch_wait_max_ms.to_string())
-        .create()
+        .create_with_context(context)
 }
 
 /// Creates the topics that do not exist yet.

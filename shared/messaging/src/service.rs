@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{ConsumerConfig, Handler, IdempotentConsumer};
+use crate::consumer::{ConsumerConfig, ConsumerStats, Handler, IdempotentConsumer};
 use crate::kafka::{self, KafkaArgs};
 use crate::outbox::{Relay, RelayConfig, RelayFaults};
 
@@ -82,6 +82,7 @@ pub struct Parts<H> {
 pub struct Assembled {
     pub service: Service,
     pub relay_faults: RelayFaults,
+    pub consumer_stats: ConsumerStats,
 }
 
 /// Binds the listener and wires the routes, the relay of the database's outbox and the consumer.
@@ -110,6 +111,7 @@ pub async fn assemble<H: Handler>(
         },
         parts.handler,
     )?;
+    let consumer_stats = consumer.stats();
     let readiness = vec![
         ReadinessCheck::postgres(parts.database_name, pool),
         kafka::readiness_check(kafka::producer(
@@ -133,5 +135,6 @@ pub async fn assemble<H: Handler>(
     Ok(Assembled {
         service,
         relay_faults,
+        consumer_stats,
     })
 }

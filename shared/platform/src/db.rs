@@ -19,6 +19,19 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))
 }
 
+/// Whether an error means the database is unavailable (a 503 with `Retry-After`, not a 500): no connection
+/// could be had, the connection broke, or the server is shutting down or starting (SQLSTATE classes 08 and
+/// 57).
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        _ => false,
+    }
+}
+
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

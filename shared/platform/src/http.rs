@@ -276,15 +276,81 @@ impl Service {
         self.shutdown.clone()
     }
 
+    /// Serves until the shutdown token is cancelled, then drains. A background task that ends on its own
+    /// (it panicked, or returned early) is a failure of the whole service: it is logged, the service shuts
+    /// down and an error is returned, so that a supervisor restarts it rather than leaving a process that
+    /// answers `/readyz` but no longer relays or consumes.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handles: Vec<_> = self.tasks.into_iter().map(tokio::spawn).collect();
-        let result = serve(self.listener, self.router, self.shutdown.clone()).await;
-        self.shutdown.cancel();
-        for handle in handles {
-            if let Err(error) = handle.await {
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in self.tasks {
+            tasks.spawn(task);
+        }
+        let shutdown = self.shutdown.clone();
+        let server = serve(self.listener, self.router, shutdown.clone());
+        tokio::pin!(server);
+        let mut failure = None;
+        let result = tokio::select! {
+            result = &mut server => result,
+            ended = tasks.join_next(), if !tasks.is_empty() => {
+                if !shutdown.is_cancelled() {
+                    let why = match ended {
+                        Some(Err(error)) => format!("a background task failed: {error}"),
+                        _ => "a background task ended before shutdown".to_owned(),
+                    };
+                    tracing::error!(%why, "stopping the service");
+                    failure = Some(why);
+                }
+                shutdown.cancel();
+                server.await
+            }
+        };
+        shutdown.cancel();
+        while let Some(ended) = tasks.join_next().await {
+            if let Err(error) = ended {
                 tracing::error!(%error, "background task failed");
+                failure.get_or_insert_with(|| format!("a background task failed: {error}"));
             }
         }
-        result
+        match failure {
+            Some(why) => Err(std::io::Error::other(why)),
+            None => result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn service_with(task: impl Future<Output = ()> + Send + 'static) -> Service {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Service::new(listener, Router::new(), CancellationToken::new()).with_task(task)
+    }
+
+    #[tokio::test]
+    async fn a_background_task_that_dies_stops_the_service_with_an_error() {
+        let service = service_with(async { panic!("consumer crashed") }).await;
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(10), service.run_until_stopped()).await;
+        let error = outcome.expect("the service stops by itself").unwrap_err();
+        assert!(
+            error.to_string().contains("background task failed"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_token_drains_and_stops_cleanly() {
+        let shutdown = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let task_token = shutdown.clone();
+        let service = Service::new(listener, Router::new(), shutdown.clone())
+            .with_task(async move { task_token.cancelled().await });
+        let running = tokio::spawn(service.run_until_stopped());
+        shutdown.cancel();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("stops");
+        assert!(outcome.unwrap().is_ok());
     }
 }

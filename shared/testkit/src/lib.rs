@@ -178,68 +178,71 @@ where
     }
 }
 
-/// Messages in `topic` (the sum of its partitions' high watermarks).
-pub async fn topic_message_count(brokers: &str, topic: &str) -> i64 {
-    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client in `group` (if any) and the high watermark of each partition of `topic`, read off the thread
+/// pool because the calls block.
+async fn with_watermarks<T: Send + 'static>(
+    brokers: &str,
+    group: Option<&str>,
+    topic: &str,
+    read: impl FnOnce(&BaseConsumer, &str, Vec<i64>) -> T + Send + 'static,
+) -> T {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    if let Some(group) = group {
+        config.set("group.id", group);
+    }
+    let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .create()
-            .unwrap();
+        let consumer: BaseConsumer = config.create().unwrap();
         let metadata = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .fetch_metadata(Some(&topic), KAFKA_TIMEOUT)
             .unwrap();
         let partitions = metadata.topics()[0].partitions().len() as i32;
-        (0..partitions)
+        let highs = (0..partitions)
             .map(|p| {
                 consumer
-                    .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                    .fetch_watermarks(&topic, p, KAFKA_TIMEOUT)
                     .unwrap()
                     .1
             })
-            .sum()
+            .collect();
+        read(&consumer, &topic, highs)
     })
     .await
     .unwrap()
 }
 
+/// Messages in `topic` (the sum of its partitions' high watermarks).
+pub async fn topic_message_count(brokers: &str, topic: &str) -> i64 {
+    with_watermarks(brokers, None, topic, |_, _, highs| highs.iter().sum()).await
+}
+
 /// Messages of `topic` that `group` has not committed yet (its lag), counting a partition it never
 /// committed as wholly unread.
 pub async fn consumer_lag(brokers: &str, group: &str, topic: &str) -> i64 {
-    let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", &group)
-            .create()
-            .unwrap();
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(5))
-            .unwrap();
-        let partitions = metadata.topics()[0].partitions().len() as i32;
+    with_watermarks(brokers, Some(group), topic, |consumer, topic, highs| {
         let mut list = TopicPartitionList::new();
-        for p in 0..partitions {
-            list.add_partition(&topic, p);
+        for p in 0..highs.len() as i32 {
+            list.add_partition(topic, p);
         }
-        let committed = consumer
-            .committed_offsets(list, Duration::from_secs(5))
-            .unwrap();
-        (0..partitions)
-            .map(|p| {
-                let high = consumer
-                    .fetch_watermarks(&topic, p, Duration::from_secs(5))
-                    .unwrap()
-                    .1;
-                let done = match committed.find_partition(&topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(offset)) => offset,
-                    _ => 0,
-                };
-                high - done
+        let committed = consumer.committed_offsets(list, KAFKA_TIMEOUT).unwrap();
+        highs
+            .iter()
+            .enumerate()
+            .map(|(p, high)| {
+                match committed
+                    .find_partition(topic, p as i32)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(done)) => high - done,
+                    _ => *high,
+                }
             })
             .sum()
     })
     .await
-    .unwrap()
 }
 
 /// A tansu broker of the test's own, on a free port, with its own storage; it can be stopped and started
@@ -370,4 +373,15 @@ pub async fn expect_error(
         "the error has a message: {body}"
     );
     body
+}
+
+/// `GET url` and its JSON body, asserting a 2xx.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = http.get(url).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
 }
