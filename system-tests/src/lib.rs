@@ -30,6 +30,22 @@ pub struct Instance {
     task: Option<JoinHandle<Result<(), String>>>,
 }
 
+/// Runs a built application (order and inventory have the same lifecycle methods) as an [`Instance`].
+macro_rules! start_instance {
+    ($app:expr) => {{
+        let app = $app;
+        Instance {
+            url: format!("http://{}", app.local_addr().unwrap()),
+            relay_faults: app.relay_faults(),
+            consumer_stats: app.consumer_stats(),
+            shutdown: app.shutdown_token(),
+            task: Some(tokio::spawn(async move {
+                app.run_until_stopped().await.map_err(|e| format!("{e:#}"))
+            })),
+        }
+    }};
+}
+
 impl Instance {
     /// Stops the instance gracefully and waits for it.
     pub async fn stop(&mut self) {
@@ -100,15 +116,7 @@ impl TestSystem {
             let app = inventory::Application::build(config)
                 .await
                 .expect("inventory builds");
-            inventories.push(Instance {
-                url: format!("http://{}", app.local_addr().unwrap()),
-                relay_faults: app.relay_faults(),
-                consumer_stats: app.consumer_stats(),
-                shutdown: app.shutdown_token(),
-                task: Some(tokio::spawn(async move {
-                    app.run_until_stopped().await.map_err(|e| format!("{e:#}"))
-                })),
-            });
+            inventories.push(start_instance!(app));
         }
         let mut orders = Vec::new();
         for _ in 0..options.order_instances {
@@ -123,15 +131,7 @@ impl TestSystem {
             let app = order::Application::build(config)
                 .await
                 .expect("order builds");
-            orders.push(Instance {
-                url: format!("http://{}", app.local_addr().unwrap()),
-                relay_faults: app.relay_faults(),
-                consumer_stats: app.consumer_stats(),
-                shutdown: app.shutdown_token(),
-                task: Some(tokio::spawn(async move {
-                    app.run_until_stopped().await.map_err(|e| format!("{e:#}"))
-                })),
-            });
+            orders.push(start_instance!(app));
         }
         Self {
             orders_db: orders_db.pool().await,
