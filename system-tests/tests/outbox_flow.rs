@@ -331,7 +331,7 @@ async fn two_instances_of_each_service_keep_every_guarantee_even_when_one_leaves
     let mut system = TestSystem::start(Options {
         order_instances: 2,
         inventory_instances: 2,
-        brokers: None,
+        ..Options::default()
     })
     .await;
     let initial = seed_skus(&system, 10, 60).await;

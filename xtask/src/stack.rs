@@ -40,7 +40,7 @@ fn topic_partitions() -> i32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Postgres {
-        database: &'static str,
+        databases: &'static [&'static str],
     },
     Kafka,
     Redis,
@@ -69,13 +69,15 @@ pub const PARTS: &[Part] = &[
     Part {
         name: "orders-db",
         port: 15432,
-        kind: Kind::Postgres { database: "orders" },
+        kind: Kind::Postgres {
+            databases: &["orders", "coordinator"],
+        },
     },
     Part {
         name: "inventory-db",
         port: 15433,
         kind: Kind::Postgres {
-            database: "inventory",
+            databases: &["inventory"],
         },
     },
     Part {
@@ -119,7 +121,18 @@ pub const PARTS: &[Part] = &[
             package: "order",
         },
     },
+    Part {
+        name: "coordinator",
+        port: 8083,
+        kind: Kind::Service {
+            binary: "distlab-coordinator",
+            package: "coordinator",
+        },
+    },
 ];
+
+/// The admin token of the local stack's services, unless `ADMIN_TOKEN` is set (loopback only; see README).
+pub const LOCAL_ADMIN_TOKEN: &str = "distlab-local-admin";
 
 #[derive(Debug)]
 pub struct Stack {
@@ -175,7 +188,8 @@ impl Stack {
             Kind::Service { binary, .. } => binary,
         };
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let ours = String::from_utf8_lossy(&cmdline).contains(program);
+        // Empty while a process is between fork and exec: too early to tell, so not a stranger.
+        let ours = cmdline.is_empty() || String::from_utf8_lossy(&cmdline).contains(program);
         (ours && is_alive(pid)).then_some(pid)
     }
 
@@ -336,7 +350,9 @@ impl Stack {
     /// Work that needs the part ready: databases for PostgreSQL, topics for Kafka.
     fn after_ready(&self, part: &Part) -> anyhow::Result<()> {
         match part.kind {
-            Kind::Postgres { database } => self.create_database(part, database),
+            Kind::Postgres { databases } => databases
+                .iter()
+                .try_for_each(|db| self.create_database(part, db)),
             Kind::Kafka => {
                 let brokers = format!("127.0.0.1:{}", part.port);
                 let topics = [
@@ -424,10 +440,16 @@ impl Stack {
                 let exe = self.root.join("target/release").join(binary);
                 anyhow::ensure!(exe.is_file(), "{} is not built", exe.display());
                 let mut command = Command::new(exe);
-                command.current_dir(&self.root).env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or("info".into()),
-                );
+                command
+                    .current_dir(&self.root)
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("RUST_LOG").unwrap_or("info".into()),
+                    )
+                    .env(
+                        "ADMIN_TOKEN",
+                        std::env::var("ADMIN_TOKEN").unwrap_or(LOCAL_ADMIN_TOKEN.into()),
+                    );
                 self.spawn(part, &mut command)
             }
         }

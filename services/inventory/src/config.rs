@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use distlab_messaging::kafka::KafkaArgs;
+use distlab_twopc::faults::AdminArgs;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -29,6 +30,8 @@ pub struct Config {
     /// Consumer group of the OrderPlaced consumer; replicas share it.
     #[arg(long, env = "CONSUMER_GROUP", default_value = "inventory")]
     pub consumer_group: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 impl Config {
@@ -40,6 +43,7 @@ impl Config {
             database_max_connections: 16,
             kafka: KafkaArgs::local(),
             consumer_group: "inventory".into(),
+            admin: AdminArgs::off(),
         }
     }
 }

@@ -13,12 +13,15 @@ pub mod products;
 pub mod reservation;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use distlab_messaging::consumer::ConsumerStats;
 use distlab_messaging::outbox::RelayFaults;
 use distlab_messaging::service::{self, Database, Parts};
 use distlab_platform::http::Service;
+use distlab_twopc::faults::Faults;
+use distlab_twopc::participant::{FAULT_POINTS, Participant};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +44,7 @@ pub struct Application {
     pool: PgPool,
     relay_faults: RelayFaults,
     consumer_stats: ConsumerStats,
+    faults: Faults,
 }
 
 impl Application {
@@ -53,16 +57,31 @@ impl Application {
             migrator: &MIGRATOR,
         };
         let pool = service::connect(&database, &config.kafka).await?;
+        distlab_twopc::participant::migrator()
+            .run(&pool)
+            .await
+            .context("cannot migrate the 2PC tables of inventory-db")?;
         let state = AppState { pool: pool.clone() };
+        let shutdown = CancellationToken::new();
+        let faults = config.admin.faults(FAULT_POINTS.iter().copied(), &shutdown);
+        let participant = Arc::new(Participant::new(
+            pool.clone(),
+            reservation::ReserveBranch,
+            faults.clone(),
+        ));
         let parts = Parts {
             name: "inventory",
             database_name: database.name,
             listen: config.listen,
-            routes: http::router(state),
+            routes: http::router(state)
+                .merge(distlab_twopc::participant::router(participant.clone()))
+                .merge(config.admin.router(faults.clone())),
             openapi: http::openapi(),
             consumer_group: config.consumer_group.clone(),
             consumes: config.kafka.order_events_topic.clone(),
             handler: reservation::Reservations::new(config.kafka.inventory_events_topic.clone()),
+            shutdown,
+            readiness: vec![distlab_twopc::participant::readiness_check(participant)],
         };
         let assembled = service::assemble(pool.clone(), &config.kafka, parts).await?;
         Ok(Self {
@@ -70,6 +89,7 @@ impl Application {
             pool,
             relay_faults: assembled.relay_faults,
             consumer_stats: assembled.consumer_stats,
+            faults,
         })
     }
 
@@ -88,6 +108,11 @@ impl Application {
     /// Faults of this instance's outbox relay (tests, chaos).
     pub fn relay_faults(&self) -> RelayFaults {
         self.relay_faults.clone()
+    }
+
+    /// This instance's fault switches (its 2PC participant's), as on `/admin/faults`.
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     /// This instance's consumer: its partitions and the messages it applied (tests, chaos).

@@ -23,6 +23,8 @@ use distlab_messaging::events::{
     OrderItem, OrderPlaced, RejectReason, StockRejected, StockReserved,
 };
 use distlab_messaging::outbox::{self, OutboxMessage};
+use distlab_twopc::participant::{BranchError, BranchWork};
+use distlab_twopc::wire::OrderPayload;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -197,6 +199,62 @@ pub async fn reserve(
     Ok(decisions)
 }
 
+/// Locks the products of `orders` in SKU order, so that two transactions reserving overlapping SKUs wait for
+/// each other instead of deadlocking.
+pub async fn lock_products(
+    conn: &mut PgConnection,
+    orders: &[&OrderToReserve],
+) -> sqlx::Result<()> {
+    let mut skus: Vec<&str> = orders
+        .iter()
+        .flat_map(|o| o.items.iter().map(|i| i.sku.as_str()))
+        .collect();
+    skus.sort_unstable();
+    skus.dedup();
+    sqlx::query("SELECT 1 FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
+        .bind(&skus)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The inventory's branch of a 2PC order: the same all-or-nothing reservation as the outbox flow, in a
+/// transaction that is then prepared — so its row locks stay held until the coordinator's decision.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReserveBranch;
+
+impl BranchWork for ReserveBranch {
+    async fn execute(
+        &self,
+        conn: &mut PgConnection,
+        order: &OrderPayload,
+    ) -> Result<(), BranchError> {
+        let order = OrderToReserve::try_from(OrderPlaced {
+            order_id: order.order_id,
+            customer_id: order.customer_id.clone(),
+            items: order.items.clone(),
+        })
+        .map_err(|reason| {
+            tracing::warn!(%reason, "2PC order refused");
+            BranchError::Refuse("invalid_order".into())
+        })?;
+        lock_products(conn, &[&order]).await?;
+        match reserve(conn, &[&order])
+            .await?
+            .pop()
+            .map(|(_, decision)| decision)
+        {
+            Some(Decision::Reserved(_)) => Ok(()),
+            Some(Decision::Rejected { reason, .. }) => {
+                Err(BranchError::Refuse(reason.as_str().into()))
+            }
+            Some(Decision::AlreadyDecided) | None => {
+                Err(BranchError::Refuse("already_decided".into()))
+            }
+        }
+    }
+}
+
 /// The `OrderPlaced` consumer's handler.
 #[derive(Debug, Clone)]
 pub struct Reservations {
@@ -226,16 +284,7 @@ impl Handler for Reservations {
         conn: &mut PgConnection,
         orders: &[&OrderToReserve],
     ) -> anyhow::Result<()> {
-        let mut skus: Vec<&str> = orders
-            .iter()
-            .flat_map(|o| o.items.iter().map(|i| i.sku.as_str()))
-            .collect();
-        skus.sort_unstable();
-        skus.dedup();
-        sqlx::query("SELECT 1 FROM products WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
-            .bind(&skus)
-            .execute(conn)
-            .await?;
+        lock_products(conn, orders).await?;
         Ok(())
     }
 

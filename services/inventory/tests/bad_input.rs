@@ -25,6 +25,7 @@ async fn spawn_inventory_service() -> TestApp {
         database_max_connections: 4,
         kafka: unique_kafka(&distlab_testkit::kafka_brokers()),
         consumer_group: unique_group("inventory"),
+        ..Config::local()
     };
     let app = Application::build(config)
         .await

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use distlab_messaging::kafka::KafkaArgs;
+use distlab_twopc::faults::AdminArgs;
 
 use crate::orders::Mode;
 
@@ -30,6 +31,11 @@ pub struct Config {
     /// Mode of an order whose request names none.
     #[arg(long, env = "DEFAULT_ORDER_MODE", value_enum, default_value_t = Mode::Outbox)]
     pub default_mode: Mode,
+    /// Base URL of the 2PC coordinator (for `"mode": "2pc"` orders).
+    #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:8083")]
+    pub coordinator_url: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 impl Config {
@@ -42,6 +48,8 @@ impl Config {
             kafka: KafkaArgs::local(),
             consumer_group: "order".into(),
             default_mode: Mode::Outbox,
+            coordinator_url: "http://127.0.0.1:8083".into(),
+            admin: AdminArgs::off(),
         }
     }
 }

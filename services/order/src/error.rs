@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use distlab_platform::{ApiError, FieldError};
 use uuid::Uuid;
 
-use crate::orders::Mode;
+use crate::orders::Order;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
@@ -15,8 +15,14 @@ pub enum OrderError {
     InvalidIdempotencyKey(&'static str),
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
-    #[error("mode {0} is not implemented yet")]
-    ModeNotImplemented(Mode),
+    #[error("the order was not placed: the 2PC transaction aborted ({reason})")]
+    TransactionAborted {
+        reason: String,
+        gid: String,
+        order: Box<Order>,
+    },
+    #[error("the 2PC coordinator is unavailable: {0}")]
+    CoordinatorUnavailable(String),
     #[error("an order id is a UUID")]
     InvalidOrderId,
     #[error("no order with id {0}")]
@@ -46,7 +52,8 @@ impl OrderError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::InvalidIdempotencyKey(_) | Self::InvalidOrderId => StatusCode::BAD_REQUEST,
-            Self::ModeNotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::TransactionAborted { .. } => StatusCode::CONFLICT,
+            Self::CoordinatorUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -58,7 +65,12 @@ impl OrderError {
             Self::Validation(_) => "validation_failed",
             Self::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
-            Self::ModeNotImplemented(_) => "not_implemented",
+            Self::TransactionAborted { reason, .. } => match reason.as_str() {
+                "insufficient_stock" => "insufficient_stock",
+                "unknown_sku" => "unknown_sku",
+                _ => "transaction_aborted",
+            },
+            Self::CoordinatorUnavailable(_) => "coordinator_unavailable",
             Self::InvalidOrderId => "invalid_order_id",
             Self::NotFound(_) => "not_found",
             Self::InvalidQuery(_) => "invalid_query",
@@ -73,6 +85,14 @@ impl From<OrderError> for ApiError {
         match &error {
             OrderError::Validation(errors) => ApiError::validation(error.to_string(), errors),
             OrderError::DatabaseUnavailable => ApiError::unavailable(error.to_string()),
+            OrderError::TransactionAborted { reason, gid, order } => {
+                ApiError::new(error.status_code(), error.code(), error.to_string())
+                    .with_details(serde_json::json!({"reason": reason, "gid": gid, "order": order}))
+            }
+            OrderError::CoordinatorUnavailable(_) => {
+                ApiError::new(error.status_code(), error.code(), error.to_string())
+                    .with_retry_after(1)
+            }
             OrderError::Unexpected(cause) => ApiError::internal(cause.as_ref()),
             _ => ApiError::new(error.status_code(), error.code(), error.to_string()),
         }

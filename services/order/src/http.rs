@@ -76,11 +76,13 @@ fn idempotency_key(
 }
 
 /// Places an order. In `outbox` mode: 202 with the PENDING order, which later becomes CONFIRMED or REJECTED.
+/// In `2pc` mode: 201 CONFIRMED, or 409 with the reason (the order is recorded REJECTED).
 #[utoipa::path(post, path = "/orders", request_body = PlaceOrder,
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Same key and body: the first response again. Same key, other body: 422.")),
     responses((status = 202, body = Order), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 501, body = ErrorBody)))]
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 201, body = Order), (status = 409, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 async fn place_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -91,7 +93,7 @@ async fn place_order(
         .map_err(OrderError::Validation)?;
     let key = idempotency_key(&headers, &order)?;
     if order.mode == Mode::TwoPhaseCommit {
-        return Err(OrderError::ModeNotImplemented(order.mode));
+        return crate::two_phase::place(&state, order, key).await;
     }
     match store::place(&state.pool, &order, key.as_ref(), &state.order_events_topic).await {
         Ok(Placed::Created(order)) => {

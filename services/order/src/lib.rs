@@ -16,14 +16,18 @@ pub mod error;
 pub mod http;
 pub mod orders;
 pub mod store;
+pub mod two_phase;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use distlab_messaging::consumer::ConsumerStats;
 use distlab_messaging::outbox::RelayFaults;
 use distlab_messaging::service::{self, Database, Parts};
 use distlab_platform::http::Service;
+use distlab_twopc::faults::Faults;
+use distlab_twopc::participant::{FAULT_POINTS, Participant};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +44,10 @@ pub struct AppState {
     pub pool: PgPool,
     pub order_events_topic: String,
     pub default_mode: Mode,
+    /// This service's 2PC participant (the order branch).
+    pub participant: Arc<Participant<two_phase::OrderBranch>>,
+    pub coordinator_url: String,
+    pub http: reqwest::Client,
 }
 
 /// A built order service, ready to run. See [`distlab_platform::http::Service`].
@@ -49,6 +57,7 @@ pub struct Application {
     pool: PgPool,
     relay_faults: RelayFaults,
     consumer_stats: ConsumerStats,
+    faults: Faults,
 }
 
 impl Application {
@@ -61,20 +70,38 @@ impl Application {
             migrator: &MIGRATOR,
         };
         let pool = service::connect(&database, &config.kafka).await?;
+        distlab_twopc::participant::migrator()
+            .run(&pool)
+            .await
+            .context("cannot migrate the 2PC tables of orders-db")?;
+        let shutdown = CancellationToken::new();
+        let faults = config.admin.faults(FAULT_POINTS.iter().copied(), &shutdown);
+        let participant = Arc::new(Participant::new(
+            pool.clone(),
+            two_phase::OrderBranch,
+            faults.clone(),
+        ));
         let state = AppState {
             pool: pool.clone(),
             order_events_topic: config.kafka.order_events_topic.clone(),
             default_mode: config.default_mode,
+            participant: participant.clone(),
+            coordinator_url: config.coordinator_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
         };
         let parts = Parts {
             name: "order",
             database_name: database.name,
             listen: config.listen,
-            routes: http::router(state),
+            routes: http::router(state)
+                .merge(distlab_twopc::participant::router(participant.clone()))
+                .merge(config.admin.router(faults.clone())),
             openapi: http::openapi(),
             consumer_group: config.consumer_group.clone(),
             consumes: config.kafka.inventory_events_topic.clone(),
             handler: confirmation::Confirmations,
+            shutdown,
+            readiness: vec![distlab_twopc::participant::readiness_check(participant)],
         };
         let assembled = service::assemble(pool.clone(), &config.kafka, parts).await?;
         Ok(Self {
@@ -82,6 +109,7 @@ impl Application {
             pool,
             relay_faults: assembled.relay_faults,
             consumer_stats: assembled.consumer_stats,
+            faults,
         })
     }
 
@@ -100,6 +128,11 @@ impl Application {
     /// Faults of this instance's outbox relay (tests, chaos).
     pub fn relay_faults(&self) -> RelayFaults {
         self.relay_faults.clone()
+    }
+
+    /// This instance's fault switches (its 2PC participant's), as on `/admin/faults`.
+    pub fn faults(&self) -> Faults {
+        self.faults.clone()
     }
 
     /// This instance's consumer: its partitions and the messages it applied (tests, chaos).

@@ -14,6 +14,13 @@ pub const MAX_QUANTITY: i64 = 1000;
 /// Longest SKU or customer id accepted.
 pub const MAX_ID_LEN: usize = 64;
 
+/// Now, to the microsecond: what PostgreSQL keeps of a timestamp, so that an answer built from this value
+/// and one read back from the database are the same.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
 /// How an order's stock is reserved.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum,

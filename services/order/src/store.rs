@@ -90,7 +90,7 @@ pub async fn place(
     key: Option<&IdempotencyKey>,
     topic: &str,
 ) -> anyhow::Result<Placed> {
-    let now = Utc::now();
+    let now = crate::orders::now();
     let placed = Order {
         id: Uuid::now_v7(),
         customer_id: order.customer_id.clone(),
@@ -127,6 +127,64 @@ pub async fn place(
         Some(key) if written == 0 => replay(pool, key).await,
         _ => Ok(Placed::Created(placed)),
     }
+}
+
+/// What an `Idempotency-Key` already stands for, if it was used (and its first request committed).
+pub async fn lookup_key(pool: &PgPool, key: &IdempotencyKey) -> sqlx::Result<Option<Placed>> {
+    let row: Option<(Vec<u8>, i16, Json<Value>)> = sqlx::query_as(
+        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
+    )
+    .bind(&key.key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(hash, status, body)| {
+        if hash == key.request_hash {
+            Placed::Replayed {
+                status: status as u16,
+                body: body.0,
+            }
+        } else {
+            Placed::KeyReused
+        }
+    }))
+}
+
+/// Records a 2PC order that aborted: REJECTED with its reason, and the key's answer, in one transaction.
+/// Nothing happens if the order exists already.
+pub async fn record_rejected(
+    pool: &PgPool,
+    order: &Order,
+    key: Option<(&IdempotencyKey, u16, &Value)>,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO orders (id, customer_id, items, status, mode, reason, created_at, updated_at)
+         VALUES ($1, $2, $3, 'REJECTED', $4, $5, $6, now())
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(order.id)
+    .bind(&order.customer_id)
+    .bind(Json(&order.items))
+    .bind(order.mode.as_str())
+    .bind(&order.reason)
+    .bind(order.created_at)
+    .execute(&mut *tx)
+    .await?;
+    if let Some((key, status, body)) = key {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, order_id, response_status, response_body)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.key)
+        .bind(&key.request_hash)
+        .bind(order.id)
+        .bind(status as i16)
+        .bind(Json(body))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
 
 async fn replay(pool: &PgPool, key: &IdempotencyKey) -> anyhow::Result<Placed> {

@@ -25,6 +25,8 @@ async fn spawn_order_service() -> TestApp {
         database_max_connections: 4,
         kafka: unique_kafka(&distlab_testkit::kafka_brokers()),
         consumer_group: unique_group("order"),
+        // No coordinator listens here: a 2PC order cannot even begin.
+        coordinator_url: format!("http://127.0.0.1:{}", unused_port()),
         ..Config::local()
     };
     let app = Application::build(config)
@@ -37,6 +39,14 @@ async fn spawn_order_service() -> TestApp {
         db: db.pool().await,
         http: distlab_testkit::http(),
     }
+}
+
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestApp {
@@ -187,7 +197,12 @@ async fn every_bad_order_is_refused_with_the_error_body_and_writes_nothing() {
     let two_phase = app
         .post_json(&json!({"customer_id": "alice", "items": one, "mode": "2pc"}))
         .await;
-    expect_error(two_phase, StatusCode::NOT_IMPLEMENTED, "not_implemented").await;
+    expect_error(
+        two_phase,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "coordinator_unavailable",
+    )
+    .await;
 
     let bad_mode = app
         .post_json(&json!({"customer_id": "alice", "items": one, "mode": "3pc"}))

@@ -75,6 +75,10 @@ pub struct Parts<H> {
     /// The topic the consumer reads.
     pub consumes: String,
     pub handler: H,
+    /// Cancelled to stop the service (SIGTERM, a test, a halting fault).
+    pub shutdown: CancellationToken,
+    /// Checks of `/readyz` besides the database and Kafka.
+    pub readiness: Vec<ReadinessCheck>,
 }
 
 /// A service built by [`assemble`].
@@ -91,7 +95,7 @@ pub async fn assemble<H: Handler>(
     kafka: &KafkaArgs,
     parts: Parts<H>,
 ) -> anyhow::Result<Assembled> {
-    let shutdown = CancellationToken::new();
+    let shutdown = parts.shutdown;
     let relay_faults = RelayFaults::default();
     let relay = Relay::new(
         pool.clone(),
@@ -112,13 +116,14 @@ pub async fn assemble<H: Handler>(
         parts.handler,
     )?;
     let consumer_stats = consumer.stats();
-    let readiness = vec![
+    let mut readiness = vec![
         ReadinessCheck::postgres(parts.database_name, pool),
         kafka::readiness_check(kafka::producer(
             &kafka.brokers,
             &format!("{}-readiness", parts.name),
         )?),
     ];
+    readiness.extend(parts.readiness);
     let router = service_router(
         parts.routes,
         ServiceInfo {

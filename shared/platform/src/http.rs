@@ -34,7 +34,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one readiness probe may take before its dependency counts as down.
 pub const READINESS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 
 /// One dependency that `/readyz` asks: a name and an async probe.
 #[derive(Clone)]
@@ -52,10 +52,23 @@ impl std::fmt::Debug for ReadinessCheck {
 }
 
 impl ReadinessCheck {
+    /// A check whose success shows as `"ok"`.
     pub fn new<F, Fut>(name: &'static str, probe: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Self::with_detail(name, move || {
+            let probe = probe();
+            async move { probe.await.map(|()| json!("ok")) }
+        })
+    }
+
+    /// A check whose success carries details (e.g. how old the oldest prepared transaction is).
+    pub fn with_detail<F, Fut>(name: &'static str, probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, String>> + Send + 'static,
     {
         Self {
             name,
@@ -77,7 +90,7 @@ impl ReadinessCheck {
         })
     }
 
-    async fn run(&self) -> Result<(), String> {
+    async fn run(&self) -> Result<Value, String> {
         match tokio::time::timeout(READINESS_PROBE_TIMEOUT, (self.probe)()).await {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {READINESS_PROBE_TIMEOUT:?}")),
@@ -149,8 +162,8 @@ async fn readyz(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> Response {
     let mut down = Vec::new();
     for (name, result) in results {
         match result {
-            Ok(()) => {
-                report.insert(name.to_owned(), json!("ok"));
+            Ok(detail) => {
+                report.insert(name.to_owned(), detail);
             }
             Err(reason) => {
                 down.push(name);

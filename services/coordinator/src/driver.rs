@@ -1,0 +1,237 @@
+//! Running a global transaction: phase 1 (准备阶段), the logged decision, phase 2 (提交阶段).
+//!
+//! ```text
+//!  log PREPARING ─► prepare, every participant at once ─► decide ─► log COMMITTING/ABORTING ─► commit/
+//!  (with a deadline)  (timeout: a missing vote is a no)              (before anyone hears it)  rollback each,
+//!                                                                                             log each ack
+//! ```
+//!
+//! Phase 2 visits the participants in their configured order and retries each a few times; whatever is
+//! still unacknowledged is left to recovery, which retries with backoff until every branch acknowledges.
+//! The fault points of the seed's problems sit between these steps (`before_decision`, `after_decision`,
+//! `after_first_ack`, and per participant `prepare:<name>`, `phase2:<name>`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distlab_twopc::Gid;
+use distlab_twopc::faults::{Crashed, Faults, Outcome};
+use distlab_twopc::protocol::{self, Ballot, Decision};
+use distlab_twopc::wire::{
+    GidRequest, OrderPayload, PrepareRequest, TransactionView, VoteResponse,
+};
+use futures::future::join_all;
+use sqlx::PgPool;
+
+use crate::config::{Endpoint, Timeouts};
+use crate::log;
+
+/// Phase-2 attempts per participant within one drive, and the pause after the first failure (doubling).
+const PHASE2_TRIES: u32 = 3;
+const PHASE2_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long after a decision recovery leaves phase 2 to the request that took it.
+const PHASE2_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Crashed(#[from] Crashed),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The fault points of a coordinator with these participants.
+pub fn fault_points(endpoints: &[Endpoint]) -> Vec<String> {
+    let mut points: Vec<String> = ["before_decision", "after_decision", "after_first_ack"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for endpoint in endpoints {
+        points.push(format!("prepare:{}", endpoint.name));
+        points.push(format!("phase2:{}", endpoint.name));
+    }
+    points
+}
+
+/// Drives global transactions. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    pub(crate) pool: PgPool,
+    pub(crate) endpoints: Arc<Vec<Endpoint>>,
+    http: reqwest::Client,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) faults: Faults,
+}
+
+impl Coordinator {
+    pub fn new(pool: PgPool, endpoints: Vec<Endpoint>, timeouts: Timeouts, faults: Faults) -> Self {
+        Self {
+            pool,
+            endpoints: Arc::new(endpoints),
+            http: reqwest::Client::new(),
+            timeouts,
+            faults,
+        }
+    }
+
+    /// Runs one global transaction that places `order`, to its decision and (normally) its end.
+    pub async fn run(&self, order: OrderPayload) -> Result<TransactionView, CoordinatorError> {
+        let gid = Gid::new();
+        log::begin(
+            &self.pool,
+            &gid,
+            &order,
+            &self.endpoints,
+            self.timeouts.transaction,
+        )
+        .await?;
+
+        // Phase 1: every participant at once; a missing vote is a no.
+        let answers = join_all(
+            self.endpoints
+                .iter()
+                .map(|endpoint| self.ask_to_prepare(endpoint, &gid, &order)),
+        )
+        .await;
+        let mut ballots = Vec::with_capacity(answers.len());
+        for (endpoint, answer) in self.endpoints.iter().zip(answers) {
+            let vote = match &answer {
+                Ok(voted) => Some((voted.vote, voted.reason.clone())),
+                Err(_) => None,
+            };
+            log::record_vote(
+                &self.pool,
+                &gid,
+                &endpoint.name,
+                vote.clone(),
+                answer.as_ref().err().map(String::as_str),
+            )
+            .await?;
+            ballots.push(Ballot {
+                participant: &endpoint.name,
+                vote,
+            });
+        }
+
+        self.faults.hit("before_decision").await?;
+        let (decision, reason) = protocol::decide(&ballots);
+        // The decision is durable before any participant hears it. If recovery decided first (the deadline
+        // passed: presumed abort), its decision stands.
+        let (decision, _) =
+            log::decide(&self.pool, &gid, decision, reason.as_deref(), PHASE2_GRACE).await?;
+        metrics::counter!("twopc_transactions_total", "decision" => decision.as_str()).increment(1);
+        tracing::info!(%gid, decision = decision.as_str(), reason = reason.as_deref().unwrap_or(""), "decided");
+        self.faults.hit("after_decision").await?;
+
+        self.phase2(&gid, decision).await?;
+        Ok(log::get(&self.pool, &gid)
+            .await?
+            .expect("a transaction this coordinator logged is in the log"))
+    }
+
+    async fn ask_to_prepare(
+        &self,
+        endpoint: &Endpoint,
+        gid: &Gid,
+        order: &OrderPayload,
+    ) -> Result<VoteResponse, String> {
+        match self.faults.hit(&format!("prepare:{}", endpoint.name)).await {
+            Ok(Outcome::Drop) => return Err("prepare dropped (fault)".into()),
+            Ok(_) => {}
+            Err(Crashed) => return Err("coordinator crashed".into()),
+        }
+        let request = PrepareRequest {
+            gid: gid.clone(),
+            order: order.clone(),
+        };
+        let response = self
+            .http
+            .post(format!("{}/2pc/prepare", endpoint.url))
+            .json(&request)
+            .timeout(self.timeouts.prepare)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "no vote in time".to_owned()
+                } else {
+                    format!("unreachable: {e}")
+                }
+            })?;
+        if !response.status().is_success() {
+            return Err(format!("prepare answered {}", response.status()));
+        }
+        let voted: VoteResponse = response
+            .json()
+            .await
+            .map_err(|e| format!("unreadable vote: {e}"))?;
+        Ok(voted)
+    }
+
+    /// Phase 2: tells every participant that has not acknowledged yet, in order; `true` when every branch
+    /// has acknowledged and the transaction is complete.
+    pub async fn phase2(&self, gid: &Gid, decision: Decision) -> Result<bool, CoordinatorError> {
+        let pending = log::unacknowledged(&self.pool, gid).await?;
+        let mut acknowledged = 0;
+        for endpoint in self.endpoints.iter().filter(|e| pending.contains(&e.name)) {
+            if self
+                .faults
+                .hit(&format!("phase2:{}", endpoint.name))
+                .await?
+                == Outcome::Drop
+            {
+                log::record_phase2(&self.pool, gid, &endpoint.name, Some("dropped (fault)"))
+                    .await?;
+                continue;
+            }
+            if self.tell(endpoint, gid, decision).await? {
+                acknowledged += 1;
+                if acknowledged == 1 {
+                    self.faults.hit("after_first_ack").await?;
+                }
+            }
+        }
+        Ok(log::complete_if_acknowledged(&self.pool, gid).await?)
+    }
+
+    /// Sends the decision to one participant, a few times; `true` once it acknowledged.
+    async fn tell(
+        &self,
+        endpoint: &Endpoint,
+        gid: &Gid,
+        decision: Decision,
+    ) -> Result<bool, CoordinatorError> {
+        let path = match decision {
+            Decision::Commit => "commit",
+            Decision::Abort => "rollback",
+        };
+        let mut pause = PHASE2_PAUSE;
+        for attempt in 1..=PHASE2_TRIES {
+            let sent = self
+                .http
+                .post(format!("{}/2pc/{path}", endpoint.url))
+                .json(&GidRequest { gid: gid.clone() })
+                .timeout(self.timeouts.phase2)
+                .send()
+                .await;
+            let error = match sent {
+                Ok(response) if response.status().is_success() => None,
+                Ok(response) => Some(format!("{path} answered {}", response.status())),
+                Err(error) => Some(format!("{path} failed: {error}")),
+            };
+            log::record_phase2(&self.pool, gid, &endpoint.name, error.as_deref()).await?;
+            match error {
+                None => return Ok(true),
+                Some(error) => {
+                    tracing::warn!(%gid, participant = %endpoint.name, attempt, %error, "phase 2 message not acknowledged");
+                    if attempt < PHASE2_TRIES {
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+}
