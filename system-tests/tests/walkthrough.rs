@@ -113,5 +113,59 @@ async fn every_service_serves_health_readiness_metrics_and_openapi() {
             openapi["paths"][path].is_object(),
             "{base}/openapi.json documents {path}"
         );
+        assert!(
+            openapi["paths"]["/2pc/prepare"].is_object(),
+            "{base}/openapi.json documents the 2PC participant"
+        );
     }
+}
+
+#[tokio::test]
+async fn the_readme_2pc_walkthrough_confirms_then_refuses_on_the_running_stack() {
+    require_stack(true);
+    let http = http();
+    let coordinator = distlab_testkit::coordinator_url();
+    let sku = format!("GADGET-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let seeded = http
+        .put(format!("{}/products/{sku}", inventory_url()))
+        .json(&json!({"name": "Gadget", "price_cents": 4999, "stock": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seeded.status(), 200);
+
+    let order = |quantity: u32| json!({"customer_id": "carol", "items": [{"sku": sku, "quantity": quantity}], "mode": "2pc"});
+    let confirmed = http
+        .post(format!("{}/orders", order_url()))
+        .json(&order(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 201);
+    let confirmed: Value = confirmed.json().await.unwrap();
+    assert_eq!(
+        (confirmed["status"].as_str(), confirmed["mode"].as_str()),
+        (Some("CONFIRMED"), Some("2pc"))
+    );
+
+    let refused = http
+        .post(format!("{}/orders", order_url()))
+        .json(&order(9))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "insufficient_stock");
+    assert_eq!(refused["error"]["details"]["order"]["status"], "REJECTED");
+
+    let gid = refused["error"]["details"]["gid"].as_str().unwrap();
+    let transaction = get_json(&http, &format!("{coordinator}/transactions/{gid}")).await;
+    assert_eq!(transaction["state"], "ABORTED");
+    assert_eq!(transaction["branches"].as_array().unwrap().len(), 2);
+    let product = get_json(&http, &format!("{}/products/{sku}", inventory_url())).await;
+    assert_eq!(
+        (product["available"].as_i64(), product["reserved"].as_i64()),
+        (Some(3), Some(2))
+    );
 }

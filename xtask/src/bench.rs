@@ -46,6 +46,22 @@ pub enum Which {
         #[arg(long)]
         latency_rate: Option<f64>,
     },
+    /// 2PC orders against outbox orders, same clients, same run; and how long 2PC keeps rows locked.
+    #[command(name = "2pc")]
+    TwoPc {
+        /// Seconds of load per phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent closed-loop HTTP clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Rounds; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Distinct SKUs the orders spread over.
+        #[arg(long, default_value_t = 50)]
+        skus: usize,
+    },
 }
 
 const ORDER_URL: &str = "http://127.0.0.1:8081";
@@ -53,25 +69,181 @@ const INVENTORY_URL: &str = "http://127.0.0.1:8082";
 const ORDERS_SERVER: &str = "postgres://postgres@127.0.0.1:15432";
 
 pub fn run(stack: &Stack, which: Which) -> anyhow::Result<()> {
-    let Which::Outbox {
-        seconds,
-        clients,
-        rounds,
-        skus,
-        latency_rate,
-    } = which;
     anyhow::ensure!(
         stack.is_fully_healthy(),
         "the stack is not fully up: run `cargo xtask up` (release services) first"
     );
-    let settings = Settings {
-        seconds: Duration::from_secs(seconds),
+    match which {
+        Which::Outbox {
+            seconds,
+            clients,
+            rounds,
+            skus,
+            latency_rate,
+        } => {
+            let settings = Settings {
+                seconds: Duration::from_secs(seconds),
+                clients,
+                rounds: rounds.max(1),
+                skus: skus.max(1),
+                latency_rate,
+            };
+            block_on(outbox(stack, settings))
+        }
+        Which::TwoPc {
+            seconds,
+            clients,
+            rounds,
+            skus,
+        } => {
+            let settings = Settings {
+                seconds: Duration::from_secs(seconds),
+                clients,
+                rounds: rounds.max(1),
+                skus: skus.max(1),
+                latency_rate: None,
+            };
+            block_on(two_phase(settings))
+        }
+    }
+}
+
+/// Creates `count` SKUs of this run with stock that will not run out.
+async fn seed_skus(
+    http: &reqwest::Client,
+    run_id: &str,
+    count: usize,
+) -> anyhow::Result<Arc<Vec<String>>> {
+    let names: Vec<String> = (0..count)
+        .map(|i| format!("BENCH-{run_id}-{i:03}"))
+        .collect();
+    for sku in &names {
+        let response = http
+            .put(format!("{INVENTORY_URL}/products/{sku}"))
+            .json(&json!({"name": "bench", "price_cents": 1, "stock": 1_000_000_000}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "cannot seed {sku}: {}",
+            response.status()
+        );
+    }
+    Ok(Arc::new(names))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `cargo xtask bench 2pc`.
+async fn two_phase(settings: Settings) -> anyhow::Result<()> {
+    let Settings {
+        seconds,
         clients,
-        rounds: rounds.max(1),
-        skus: skus.max(1),
-        latency_rate,
-    };
-    block_on(outbox(stack, settings))
+        rounds,
+        skus,
+        ..
+    } = settings;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let orders_db = PgPool::connect(&format!("{ORDERS_SERVER}/orders")).await?;
+    let log_db = PgPool::connect(&format!("{ORDERS_SERVER}/coordinator")).await?;
+    let sku_names = seed_skus(&http, &run_id, skus).await?;
+    println!(
+        "2pc benchmark: {rounds} round(s) of {seconds:?} per phase, {clients} clients, {skus} SKUs"
+    );
+
+    let mut columns: [Vec<f64>; 8] = Default::default();
+    for round in 1..=rounds {
+        let customer = format!("bench-{run_id}-r{round}-2pc");
+        let mut two_pc = load(
+            &http,
+            &sku_names,
+            &customer,
+            "2pc",
+            seconds,
+            Load::Closed { clients },
+        )
+        .await?;
+        let rate = two_pc.accepted as f64 / seconds.as_secs_f64();
+        let (p50, p99) = (
+            quantile_ms(&mut two_pc.latencies_us, 0.5),
+            quantile_ms(&mut two_pc.latencies_us, 0.99),
+        );
+        // How long the inventory branch stayed prepared (its row locks held): from its vote to its commit.
+        let (lock_p50, lock_p99): (f64, f64) = sqlx::query_as(
+            "SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM b.acked_at - b.voted_at)), 0)::float8 * 1000,
+                    coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM b.acked_at - b.voted_at)), 0)::float8 * 1000
+             FROM branches b JOIN transactions t USING (gid)
+             WHERE t.payload->>'customer_id' = $1 AND t.state = 'COMMITTED' AND b.participant = 'inventory'",
+        )
+        .bind(&customer)
+        .fetch_one(&log_db)
+        .await?;
+
+        let customer = format!("bench-{run_id}-r{round}-outbox");
+        let placed = load(
+            &http,
+            &sku_names,
+            &customer,
+            "outbox",
+            seconds,
+            Load::Closed { clients },
+        )
+        .await?
+        .accepted;
+        let outbox = settle(&orders_db, &customer, placed).await?;
+        println!(
+            "  round {round}: 2pc {rate:.0} orders/s, p50 {p50:.1} ms p99 {p99:.1} ms, rows locked p50 {lock_p50:.1} ms p99 {lock_p99:.1} ms \
+             | outbox {:.0} confirmed/s, confirm p50 {:.1} ms p99 {:.1} ms",
+            outbox.throughput, outbox.p50_ms, outbox.p99_ms
+        );
+        for (column, value) in columns.iter_mut().zip([
+            rate,
+            p50,
+            p99,
+            lock_p50,
+            lock_p99,
+            outbox.throughput,
+            outbox.p50_ms,
+            outbox.p99_ms,
+        ]) {
+            column.push(value);
+        }
+    }
+    let [
+        rate,
+        p50,
+        p99,
+        lock_p50,
+        lock_p99,
+        outbox_rate,
+        outbox_p50,
+        outbox_p99,
+    ] = columns.map(|c| median(&c));
+    println!();
+    println!(
+        "medians of {rounds} round(s)        2pc                    outbox (baseline)        ratio 2pc/outbox"
+    );
+    println!(
+        "  orders/s, decided end to end   {rate:>9.0}              {outbox_rate:>9.0}                {:.2}",
+        rate / outbox_rate
+    );
+    println!(
+        "  latency to the final status    p50 {p50:.1} ms, p99 {p99:.1} ms   p50 {outbox_p50:.1} ms, p99 {outbox_p99:.1} ms"
+    );
+    println!(
+        "  rows locked per 2pc order      p50 {lock_p50:.1} ms, p99 {lock_p99:.1} ms (inventory branch, vote → commit)"
+    );
+    println!(
+        "  (both at {clients} closed-loop clients: the outbox latency includes its backlog at that load)"
+    );
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,22 +280,7 @@ async fn outbox(stack: &Stack, settings: Settings) -> anyhow::Result<()> {
         .pool_max_idle_per_host(clients)
         .build()?;
     let orders_db = PgPool::connect(&format!("{ORDERS_SERVER}/orders")).await?;
-    let sku_names: Vec<String> = (0..skus)
-        .map(|i| format!("BENCH-{run_id}-{i:03}"))
-        .collect();
-    for sku in &sku_names {
-        let response = http
-            .put(format!("{INVENTORY_URL}/products/{sku}"))
-            .json(&json!({"name": "bench", "price_cents": 1, "stock": 1_000_000_000}))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status().is_success(),
-            "cannot seed {sku}: {}",
-            response.status()
-        );
-    }
-    let sku_names = Arc::new(sku_names);
+    let sku_names = seed_skus(&http, &run_id, skus).await?;
 
     println!(
         "outbox benchmark: {rounds} round(s) of {seconds:?} per phase, {clients} clients, {skus} SKUs"
@@ -139,10 +296,12 @@ async fn outbox(stack: &Stack, settings: Settings) -> anyhow::Result<()> {
             &http,
             &sku_names,
             &customer,
+            "outbox",
             seconds,
             Load::Closed { clients },
         )
-        .await?;
+        .await?
+        .accepted;
         r.accepted_per_s = placed as f64 / seconds.as_secs_f64();
         let full = settle(&orders_db, &customer, placed).await?;
         r.confirmed_per_s = full.throughput;
@@ -154,12 +313,14 @@ async fn outbox(stack: &Stack, settings: Settings) -> anyhow::Result<()> {
             &http,
             &sku_names,
             &customer,
+            "outbox",
             seconds,
             Load::Open {
                 per_second: r.half_rate,
             },
         )
-        .await?;
+        .await?
+        .accepted;
         let half = settle(&orders_db, &customer, placed).await?;
         (r.half_p50_ms, r.half_p99_ms) = (half.p50_ms, half.p99_ms);
         println!(
@@ -230,13 +391,26 @@ enum Load {
 }
 
 /// Places one-item orders for `duration`; returns how many were accepted (202).
+/// What a load phase saw at the client.
+#[derive(Debug, Default)]
+struct Loaded {
+    /// Orders answered with the mode's success status (202 outbox, 201 2PC).
+    accepted: u64,
+    /// Every answered request's round trip, in microseconds.
+    latencies_us: Vec<u64>,
+}
+
+/// Places one-item orders in `mode` for `duration`.
 async fn load(
     http: &reqwest::Client,
     skus: &Arc<Vec<String>>,
     customer: &str,
+    mode: &'static str,
     duration: Duration,
     load: Load,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Loaded> {
+    let success = if mode == "2pc" { 201 } else { 202 };
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let accepted = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let sequence = Arc::new(AtomicU64::new(0));
@@ -244,24 +418,31 @@ async fn load(
     let place = {
         let (http, skus, customer) = (http.clone(), skus.clone(), customer.to_owned());
         let (accepted, failed, sequence) = (accepted.clone(), failed.clone(), sequence.clone());
+        let latencies = latencies.clone();
         move || {
             let (http, skus, customer) = (http.clone(), skus.clone(), customer.clone());
-            let (accepted, failed) = (accepted.clone(), failed.clone());
+            let (accepted, failed, latencies) =
+                (accepted.clone(), failed.clone(), latencies.clone());
             let n = sequence.fetch_add(1, Ordering::Relaxed);
             async move {
                 let sku = &skus[(n as usize) % skus.len()];
-                let body = json!({"customer_id": customer, "items": [{"sku": sku, "quantity": 1}]});
-                match http
+                let body = json!({"customer_id": customer, "items": [{"sku": sku, "quantity": 1}], "mode": mode});
+                let started = Instant::now();
+                let sent = http
                     .post(format!("{ORDER_URL}/orders"))
                     .json(&body)
                     .send()
-                    .await
-                {
-                    Ok(response) if response.status() == 202 => {
-                        accepted.fetch_add(1, Ordering::Relaxed)
+                    .await;
+                let took = started.elapsed().as_micros() as u64;
+                match sent {
+                    Ok(response) if response.status() == success => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        latencies.lock().expect("latencies lock").push(took);
                     }
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
     };
@@ -296,7 +477,21 @@ async fn load(
     if failed > 0 {
         bail!("{failed} orders were not accepted; see `cargo xtask logs order`");
     }
-    Ok(accepted.load(Ordering::Relaxed))
+    let latencies_us = std::mem::take(&mut *latencies.lock().expect("latencies lock"));
+    Ok(Loaded {
+        accepted: accepted.load(Ordering::Relaxed),
+        latencies_us,
+    })
+}
+
+/// The `q` quantile of `values` (sorted in place), in milliseconds.
+fn quantile_ms(values: &mut [u64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    let index = ((values.len() - 1) as f64 * q).round() as usize;
+    values[index] as f64 / 1000.0
 }
 
 #[derive(Debug, Clone, Copy)]

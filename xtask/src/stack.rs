@@ -559,6 +559,10 @@ impl Stack {
     }
 
     fn psql(&self, part: &Part, sql: &str) -> anyhow::Result<String> {
+        self.psql_in(part, "postgres", sql)
+    }
+
+    fn psql_in(&self, part: &Part, database: &str, sql: &str) -> anyhow::Result<String> {
         let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
         let output = Command::new(bin.join("psql"))
             .args([
@@ -569,7 +573,7 @@ impl Stack {
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
+                database,
             ])
             .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
             .output()?;
@@ -593,12 +597,25 @@ impl Stack {
         Ok(())
     }
 
-    /// Drops the databases that tests made (`test_…`) and left behind.
+    /// Drops the databases that tests made (`test_…`) and left behind — first rolling back the prepared
+    /// transactions a failed 2PC test may have left in them (they would keep the database in use).
     pub fn drop_test_databases(&self) -> anyhow::Result<()> {
         for part in PARTS
             .iter()
             .filter(|p| matches!(p.kind, Kind::Postgres { .. }))
         {
+            let prepared = self.psql(
+                part,
+                "SELECT database || ' ' || gid FROM pg_prepared_xacts WHERE database LIKE 'test\\_%'",
+            )?;
+            for line in prepared.lines() {
+                let Some((database, gid)) = line.split_once(' ') else {
+                    continue;
+                };
+                if gid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    self.psql_in(part, database, &format!("ROLLBACK PREPARED '{gid}'"))?;
+                }
+            }
             let names = self.psql(
                 part,
                 "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%'",

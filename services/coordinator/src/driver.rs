@@ -6,8 +6,8 @@
 //!                                                                                             log each ack
 //! ```
 //!
-//! Phase 2 visits the participants in their configured order and retries each a few times; whatever is
-//! still unacknowledged is left to recovery, which retries with backoff until every branch acknowledges.
+//! Phase 2 tells every participant at once and retries each a few times; whatever is still unacknowledged
+//! is left to recovery, which retries with backoff until every branch acknowledges.
 //! The fault points of the seed's problems sit between these steps (`before_decision`, `after_decision`,
 //! `after_first_ack`, and per participant `prepare:<name>`, `phase2:<name>`).
 
@@ -20,7 +20,9 @@ use distlab_twopc::protocol::{self, Ballot, Decision};
 use distlab_twopc::wire::{
     GidRequest, OrderPayload, PrepareRequest, TransactionView, VoteResponse,
 };
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use sqlx::PgPool;
 
 use crate::config::{Endpoint, Timeouts};
@@ -94,25 +96,23 @@ impl Coordinator {
                 .map(|endpoint| self.ask_to_prepare(endpoint, &gid, &order)),
         )
         .await;
-        let mut ballots = Vec::with_capacity(answers.len());
-        for (endpoint, answer) in self.endpoints.iter().zip(answers) {
-            let vote = match &answer {
-                Ok(voted) => Some((voted.vote, voted.reason.clone())),
-                Err(_) => None,
-            };
-            log::record_vote(
-                &self.pool,
-                &gid,
-                &endpoint.name,
-                vote.clone(),
-                answer.as_ref().err().map(String::as_str),
-            )
-            .await?;
-            ballots.push(Ballot {
+        let ballots: Vec<Ballot<'_>> = self
+            .endpoints
+            .iter()
+            .zip(&answers)
+            .map(|(endpoint, answer)| Ballot {
                 participant: &endpoint.name,
-                vote,
-            });
-        }
+                vote: answer
+                    .as_ref()
+                    .ok()
+                    .map(|voted| (voted.vote, voted.reason.clone())),
+            })
+            .collect();
+        let errors: Vec<Option<&str>> = answers
+            .iter()
+            .map(|a| a.as_ref().err().map(String::as_str))
+            .collect();
+        log::record_votes(&self.pool, &gid, &ballots, &errors).await?;
 
         self.faults.hit("before_decision").await?;
         let (decision, reason) = protocol::decide(&ballots);
@@ -173,7 +173,7 @@ impl Coordinator {
     /// has acknowledged and the transaction is complete.
     pub async fn phase2(&self, gid: &Gid, decision: Decision) -> Result<bool, CoordinatorError> {
         let pending = log::unacknowledged(&self.pool, gid).await?;
-        let mut acknowledged = 0;
+        let mut messages = FuturesUnordered::new();
         for endpoint in self.endpoints.iter().filter(|e| pending.contains(&e.name)) {
             if self
                 .faults
@@ -185,7 +185,12 @@ impl Coordinator {
                     .await?;
                 continue;
             }
-            if self.tell(endpoint, gid, decision).await? {
+            messages.push(self.tell(endpoint, gid, decision));
+        }
+        // The messages go out together; a crash after the first acknowledgement leaves the others to chance.
+        let mut acknowledged = 0;
+        while let Some(told) = messages.next().await {
+            if told? {
                 acknowledged += 1;
                 if acknowledged == 1 {
                     self.faults.hit("after_first_ack").await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use distlab_twopc::Gid;
-use distlab_twopc::protocol::{Decision, TxState};
+use distlab_twopc::protocol::{Ballot, Decision, TxState};
 use distlab_twopc::wire::{BranchView, OrderPayload, TransactionView, Vote};
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -43,29 +43,39 @@ pub async fn begin(
     Ok(())
 }
 
-/// Records a participant's vote, or why there is none.
-pub async fn record_vote(
+/// Records every participant's vote, or why there is none, in one statement.
+pub async fn record_votes(
     pool: &PgPool,
     gid: &Gid,
-    participant: &str,
-    vote: Option<(Vote, Option<String>)>,
-    error: Option<&str>,
+    ballots: &[Ballot<'_>],
+    errors: &[Option<&str>],
 ) -> sqlx::Result<()> {
-    let (vote, reason) = match vote {
-        Some((Vote::Yes, reason)) => (Some("yes"), reason),
-        Some((Vote::No, reason)) => (Some("no"), reason),
-        None => (None, None),
-    };
+    let participants: Vec<&str> = ballots.iter().map(|b| b.participant).collect();
+    let votes: Vec<Option<&str>> = ballots
+        .iter()
+        .map(|b| {
+            b.vote.as_ref().map(|(vote, _)| match vote {
+                Vote::Yes => "yes",
+                Vote::No => "no",
+            })
+        })
+        .collect();
+    let reasons: Vec<Option<&str>> = ballots
+        .iter()
+        .map(|b| b.vote.as_ref().and_then(|(_, r)| r.as_deref()))
+        .collect();
     sqlx::query(
-        "UPDATE branches SET vote = $3, vote_reason = $4, voted_at = CASE WHEN $3 IS NULL THEN NULL ELSE now() END,
-                last_error = $5
-         WHERE gid = $1 AND participant = $2",
+        "UPDATE branches AS b
+         SET vote = v.vote, vote_reason = v.reason, last_error = v.error,
+             voted_at = CASE WHEN v.vote IS NULL THEN NULL ELSE now() END
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS v(participant, vote, reason, error)
+         WHERE b.gid = $1 AND b.participant = v.participant",
     )
     .bind(gid.as_str())
-    .bind(participant)
-    .bind(vote)
-    .bind(reason)
-    .bind(error)
+    .bind(&participants)
+    .bind(&votes)
+    .bind(&reasons)
+    .bind(errors)
     .execute(pool)
     .await?;
     Ok(())

@@ -33,7 +33,9 @@ pub fn router(state: AppState) -> Router {
 struct ApiDoc;
 
 pub fn openapi() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
+    let mut doc = ApiDoc::openapi();
+    doc.merge(distlab_twopc::participant::openapi());
+    serde_json::to_value(doc).expect("the OpenAPI document serialises")
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -52,6 +52,11 @@ pub fn order_url() -> String {
     env_or("DISTLAB_ORDER_URL", "http://127.0.0.1:8081")
 }
 
+/// Base URL of the stack's 2PC coordinator.
+pub fn coordinator_url() -> String {
+    env_or("DISTLAB_COORDINATOR_URL", "http://127.0.0.1:8083")
+}
+
 /// Base URL of the stack's inventory service.
 pub fn inventory_url() -> String {
     env_or("DISTLAB_INVENTORY_URL", "http://127.0.0.1:8082")
@@ -88,6 +93,7 @@ pub fn require_stack(services: bool) {
     if services {
         parts.push(("order", host_port_owned(&order_url())));
         parts.push(("inventory", host_port_owned(&inventory_url())));
+        parts.push(("coordinator", host_port_owned(&coordinator_url())));
     }
     let down: Vec<String> = parts
         .iter()

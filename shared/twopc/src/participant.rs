@@ -440,7 +440,9 @@ impl<W: BranchWork> Participant<W> {
         }
     }
 
-    /// This database's prepared distlab transactions, oldest first.
+    /// This database's prepared distlab transactions, oldest first. Also refreshes the gauges
+    /// `twopc_prepared_transactions` and `twopc_oldest_prepared_seconds` (the coordinator's reconciler reads
+    /// this list every recovery interval, `/readyz` on every probe).
     pub async fn prepared(&self) -> sqlx::Result<Vec<BranchStatus>> {
         let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
             "SELECT gid, prepared FROM pg_prepared_xacts
@@ -449,7 +451,7 @@ impl<W: BranchWork> Participant<W> {
         )
         .fetch_all(&self.control)
         .await?;
-        Ok(rows
+        let prepared: Vec<BranchStatus> = rows
             .into_iter()
             .filter_map(|(gid, prepared_at)| {
                 Some(BranchStatus {
@@ -459,22 +461,26 @@ impl<W: BranchWork> Participant<W> {
                     prepared_at: Some(prepared_at),
                 })
             })
-            .collect())
+            .collect();
+        metrics::gauge!("twopc_prepared_transactions").set(prepared.len() as f64);
+        metrics::gauge!("twopc_oldest_prepared_seconds").set(oldest_age(&prepared));
+        Ok(prepared)
     }
 
-    /// The number of prepared transactions and the age of the oldest, in seconds: a gauge, and a detail of
-    /// `/readyz` — a prepared transaction that stays is a blocked one (the seed's 同步阻塞).
+    /// The number of prepared transactions and the age of the oldest, in seconds: a detail of `/readyz` —
+    /// a prepared transaction that stays is a blocked one (the seed's 同步阻塞).
     pub async fn prepared_summary(&self) -> sqlx::Result<(usize, f64)> {
         let prepared = self.prepared().await?;
-        let oldest = prepared
-            .first()
-            .and_then(|p| p.prepared_at)
-            .map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
-            .unwrap_or(0.0);
-        metrics::gauge!("twopc_prepared_transactions").set(prepared.len() as f64);
-        metrics::gauge!("twopc_oldest_prepared_seconds").set(oldest);
-        Ok((prepared.len(), oldest))
+        Ok((prepared.len(), oldest_age(&prepared)))
     }
+}
+
+fn oldest_age(prepared: &[BranchStatus]) -> f64 {
+    prepared
+        .first()
+        .and_then(|p| p.prepared_at)
+        .map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
+        .unwrap_or(0.0)
 }
 
 /// How one run of a branch ended.
@@ -590,4 +596,63 @@ pub fn readiness_check<W: BranchWork>(
             Ok(json!({"prepared": prepared, "oldest_prepared_seconds": oldest}))
         }
     })
+}
+
+/// The participant endpoints for a service's OpenAPI document (the handlers are generic over the branch,
+/// so the paths are described on these stand-ins).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    docs::ParticipantApi::openapi()
+}
+
+#[allow(dead_code)]
+mod docs {
+    use distlab_platform::ErrorBody;
+    use utoipa::OpenApi;
+
+    use crate::wire::{
+        BranchState, BranchStatus, GidRequest, OrderPayload, PrepareRequest, PreparedList, Vote,
+        VoteResponse,
+    };
+
+    #[derive(OpenApi)]
+    #[openapi(
+        paths(prepare, commit, rollback, branch, list_prepared),
+        components(schemas(
+            PrepareRequest,
+            OrderPayload,
+            VoteResponse,
+            Vote,
+            GidRequest,
+            BranchStatus,
+            BranchState,
+            PreparedList,
+            ErrorBody
+        ))
+    )]
+    pub(super) struct ParticipantApi;
+
+    /// 2PC phase 1: do this participant's part and vote; a yes is a prepared transaction.
+    #[utoipa::path(post, path = "/2pc/prepare", tag = "2pc", request_body = PrepareRequest,
+        responses((status = 200, body = VoteResponse), (status = 503, body = ErrorBody)))]
+    fn prepare() {}
+
+    /// 2PC phase 2: commit the prepared branch (idempotent).
+    #[utoipa::path(post, path = "/2pc/commit", tag = "2pc", request_body = GidRequest,
+        responses((status = 200, body = BranchStatus), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    fn commit() {}
+
+    /// 2PC phase 2: roll the branch back, prepared or not yet (idempotent).
+    #[utoipa::path(post, path = "/2pc/rollback", tag = "2pc", request_body = GidRequest,
+        responses((status = 200, body = BranchStatus), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    fn rollback() {}
+
+    /// Where a branch is: prepared, committed, aborted or unknown.
+    #[utoipa::path(get, path = "/2pc/{gid}", tag = "2pc", params(("gid" = String, Path)),
+        responses((status = 200, body = BranchStatus), (status = 400, body = ErrorBody)))]
+    fn branch() {}
+
+    /// This participant's prepared distlab transactions, oldest first.
+    #[utoipa::path(get, path = "/2pc", tag = "2pc", responses((status = 200, body = PreparedList)))]
+    fn list_prepared() {}
 }
