@@ -22,6 +22,34 @@ async fn seeded(options: Options, stock: &[(&str, i64)]) -> (TestSystem, BTreeMa
     (system, initial)
 }
 
+/// Places a one-item 2PC order in the background; the task answers its status code.
+fn place_in_background(system: &TestSystem, sku: &str) -> tokio::task::JoinHandle<u16> {
+    let (http, url) = (
+        system.http.clone(),
+        format!("{}/orders", system.orders[0].url),
+    );
+    let body = json!({"customer_id": "bg", "items": [{"sku": sku, "quantity": 1}], "mode": "2pc"});
+    tokio::spawn(async move {
+        http.post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+/// Waits until the inventory holds one prepared branch.
+async fn wait_for_prepared_inventory_branch(system: &TestSystem) {
+    eventually(
+        "the inventory branch to be prepared",
+        Duration::from_secs(10),
+        || async { (system.prepared_in(&system.inventory_db).await == 1).then_some(()) },
+    )
+    .await;
+}
+
 /// Whether a plain update of the product's row can take its lock within 100 ms.
 async fn row_is_locked(system: &TestSystem, sku: &str) -> bool {
     let mut tx = system.inventory_db.begin().await.unwrap();
@@ -239,28 +267,8 @@ async fn problem_1_synchronous_blocking_a_prepared_branch_makes_the_next_order_w
             json!({"point": "before_decision", "action": "delay", "ms": 1500}),
         )
         .await;
-    let first = tokio::spawn({
-        let (http, url) = (
-            system.http.clone(),
-            format!("{}/orders", system.orders[0].url),
-        );
-        async move {
-            let body = json!({"customer_id": "a", "items": [{"sku": "TP-B", "quantity": 1}], "mode": "2pc"});
-            http.post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    });
-    eventually(
-        "the first order's inventory branch to be prepared",
-        Duration::from_secs(10),
-        || async { (system.prepared_in(&system.inventory_db).await == 1).then_some(()) },
-    )
-    .await;
+    let first = place_in_background(&system, "TP-B");
+    wait_for_prepared_inventory_branch(&system).await;
     assert!(
         row_is_locked(&system, "TP-B").await,
         "the undecided branch holds the product's row lock"
@@ -457,28 +465,8 @@ async fn a_coordinator_killed_at_any_step_or_a_participant_killed_while_prepared
             json!({"point": "before_decision", "action": "delay", "ms": 1000}),
         )
         .await;
-    let order = tokio::spawn({
-        let (http, url) = (
-            system.http.clone(),
-            format!("{}/orders", system.orders[0].url),
-        );
-        async move {
-            let body = json!({"customer_id": "k", "items": [{"sku": "TP-K1", "quantity": 1}], "mode": "2pc"});
-            http.post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    });
-    eventually(
-        "the inventory branch to be prepared",
-        Duration::from_secs(10),
-        || async { (system.prepared_in(&system.inventory_db).await == 1).then_some(()) },
-    )
-    .await;
+    let order = place_in_background(&system, "TP-K1");
+    wait_for_prepared_inventory_branch(&system).await;
     system.kill_inventory(0).await;
     assert_eq!(
         order.await.unwrap(),

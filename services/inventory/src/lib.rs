@@ -13,7 +13,6 @@ pub mod products;
 pub mod reservation;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use distlab_messaging::consumer::ConsumerStats;
@@ -21,7 +20,6 @@ use distlab_messaging::outbox::RelayFaults;
 use distlab_messaging::service::{self, Database, Parts};
 use distlab_platform::http::Service;
 use distlab_twopc::faults::Faults;
-use distlab_twopc::participant::{FAULT_POINTS, Participant};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -57,31 +55,26 @@ impl Application {
             migrator: &MIGRATOR,
         };
         let pool = service::connect(&database, &config.kafka).await?;
-        distlab_twopc::participant::migrator()
-            .run(&pool)
-            .await
-            .context("cannot migrate the 2PC tables of inventory-db")?;
         let state = AppState { pool: pool.clone() };
         let shutdown = CancellationToken::new();
-        let faults = config.admin.faults(FAULT_POINTS.iter().copied(), &shutdown);
-        let participant = Arc::new(Participant::new(
+        let twopc = distlab_twopc::participant::setup(
             pool.clone(),
             reservation::ReserveBranch,
-            faults.clone(),
-        ));
+            &config.admin,
+            &shutdown,
+        )
+        .await?;
         let parts = Parts {
             name: "inventory",
             database_name: database.name,
             listen: config.listen,
-            routes: http::router(state)
-                .merge(distlab_twopc::participant::router(participant.clone()))
-                .merge(config.admin.router(faults.clone())),
+            routes: http::router(state).merge(twopc.routes),
             openapi: http::openapi(),
             consumer_group: config.consumer_group.clone(),
             consumes: config.kafka.order_events_topic.clone(),
             handler: reservation::Reservations::new(config.kafka.inventory_events_topic.clone()),
             shutdown,
-            readiness: vec![distlab_twopc::participant::readiness_check(participant)],
+            readiness: vec![twopc.readiness],
         };
         let assembled = service::assemble(pool.clone(), &config.kafka, parts).await?;
         Ok(Self {
@@ -89,7 +82,7 @@ impl Application {
             pool,
             relay_faults: assembled.relay_faults,
             consumer_stats: assembled.consumer_stats,
-            faults,
+            faults: twopc.faults,
         })
     }
 

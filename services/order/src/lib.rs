@@ -27,7 +27,7 @@ use distlab_messaging::outbox::RelayFaults;
 use distlab_messaging::service::{self, Database, Parts};
 use distlab_platform::http::Service;
 use distlab_twopc::faults::Faults;
-use distlab_twopc::participant::{FAULT_POINTS, Participant};
+use distlab_twopc::participant::Participant;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -70,22 +70,19 @@ impl Application {
             migrator: &MIGRATOR,
         };
         let pool = service::connect(&database, &config.kafka).await?;
-        distlab_twopc::participant::migrator()
-            .run(&pool)
-            .await
-            .context("cannot migrate the 2PC tables of orders-db")?;
         let shutdown = CancellationToken::new();
-        let faults = config.admin.faults(FAULT_POINTS.iter().copied(), &shutdown);
-        let participant = Arc::new(Participant::new(
+        let twopc = distlab_twopc::participant::setup(
             pool.clone(),
             two_phase::OrderBranch,
-            faults.clone(),
-        ));
+            &config.admin,
+            &shutdown,
+        )
+        .await?;
         let state = AppState {
             pool: pool.clone(),
             order_events_topic: config.kafka.order_events_topic.clone(),
             default_mode: config.default_mode,
-            participant: participant.clone(),
+            participant: twopc.participant.clone(),
             coordinator_url: config.coordinator_url.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
         };
@@ -93,15 +90,13 @@ impl Application {
             name: "order",
             database_name: database.name,
             listen: config.listen,
-            routes: http::router(state)
-                .merge(distlab_twopc::participant::router(participant.clone()))
-                .merge(config.admin.router(faults.clone())),
+            routes: http::router(state).merge(twopc.routes),
             openapi: http::openapi(),
             consumer_group: config.consumer_group.clone(),
             consumes: config.kafka.inventory_events_topic.clone(),
             handler: confirmation::Confirmations,
             shutdown,
-            readiness: vec![distlab_twopc::participant::readiness_check(participant)],
+            readiness: vec![twopc.readiness],
         };
         let assembled = service::assemble(pool.clone(), &config.kafka, parts).await?;
         Ok(Self {
@@ -109,7 +104,7 @@ impl Application {
             pool,
             relay_faults: assembled.relay_faults,
             consumer_stats: assembled.consumer_stats,
-            faults,
+            faults: twopc.faults,
         })
     }
 

@@ -656,3 +656,37 @@ mod docs {
     #[utoipa::path(get, path = "/2pc", tag = "2pc", responses((status = 200, body = PreparedList)))]
     fn list_prepared() {}
 }
+
+/// What a service needs to take part in 2PC, made by [`setup`].
+#[derive(Debug)]
+pub struct Setup<W> {
+    pub participant: Arc<Participant<W>>,
+    /// `/2pc/*` and `/admin/faults`.
+    pub routes: Router,
+    /// `/readyz` check `twopc`.
+    pub readiness: distlab_platform::http::ReadinessCheck,
+    pub faults: Faults,
+}
+
+/// Migrates the participant tables on `pool` and builds the participant with its routes, its readiness
+/// check and its fault switches (a halting crash cancels `shutdown`).
+pub async fn setup<W: BranchWork>(
+    pool: PgPool,
+    work: W,
+    admin: &crate::faults::AdminArgs,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Setup<W>> {
+    use anyhow::Context;
+    migrator()
+        .run(&pool)
+        .await
+        .context("cannot migrate the 2PC participant tables")?;
+    let faults = admin.faults(FAULT_POINTS.iter().copied(), shutdown);
+    let participant = Arc::new(Participant::new(pool, work, faults.clone()));
+    Ok(Setup {
+        routes: router(participant.clone()).merge(admin.router(faults.clone())),
+        readiness: readiness_check(participant.clone()),
+        participant,
+        faults,
+    })
+}
