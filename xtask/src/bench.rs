@@ -30,18 +30,8 @@ use crate::stack::{Stack, block_on};
 pub enum Which {
     /// The outbox order flow (order + inventory + Kafka) against pgbench on the same write path.
     Outbox {
-        /// Seconds of load per phase.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Concurrent clients (HTTP clients for distlab, connections for pgbench).
-        #[arg(long, default_value_t = 32)]
-        clients: usize,
-        /// Rounds; the medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Distinct SKUs the orders spread over.
-        #[arg(long, default_value_t = 50)]
-        skus: usize,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Rate (orders/s) of the latency phase; default: half the confirmed rate of the full-load phase.
         #[arg(long)]
         latency_rate: Option<f64>,
@@ -49,19 +39,38 @@ pub enum Which {
     /// 2PC orders against outbox orders, same clients, same run; and how long 2PC keeps rows locked.
     #[command(name = "2pc")]
     TwoPc {
-        /// Seconds of load per phase.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Concurrent closed-loop HTTP clients.
-        #[arg(long, default_value_t = 32)]
-        clients: usize,
-        /// Rounds; the medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Distinct SKUs the orders spread over.
-        #[arg(long, default_value_t = 50)]
-        skus: usize,
+        #[command(flatten)]
+        load: LoadArgs,
     },
+}
+
+/// The load every benchmark applies.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Seconds of load per phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent clients (closed-loop HTTP clients; connections for pgbench).
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Rounds; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Distinct SKUs the orders spread over.
+    #[arg(long, default_value_t = 50)]
+    skus: usize,
+}
+
+impl LoadArgs {
+    fn settings(&self, latency_rate: Option<f64>) -> Settings {
+        Settings {
+            seconds: Duration::from_secs(self.seconds),
+            clients: self.clients,
+            rounds: self.rounds.max(1),
+            skus: self.skus.max(1),
+            latency_rate,
+        }
+    }
 }
 
 const ORDER_URL: &str = "http://127.0.0.1:8081";
@@ -74,37 +83,10 @@ pub fn run(stack: &Stack, which: Which) -> anyhow::Result<()> {
         "the stack is not fully up: run `cargo xtask up` (release services) first"
     );
     match which {
-        Which::Outbox {
-            seconds,
-            clients,
-            rounds,
-            skus,
-            latency_rate,
-        } => {
-            let settings = Settings {
-                seconds: Duration::from_secs(seconds),
-                clients,
-                rounds: rounds.max(1),
-                skus: skus.max(1),
-                latency_rate,
-            };
-            block_on(outbox(stack, settings))
+        Which::Outbox { load, latency_rate } => {
+            block_on(outbox(stack, load.settings(latency_rate)))
         }
-        Which::TwoPc {
-            seconds,
-            clients,
-            rounds,
-            skus,
-        } => {
-            let settings = Settings {
-                seconds: Duration::from_secs(seconds),
-                clients,
-                rounds: rounds.max(1),
-                skus: skus.max(1),
-                latency_rate: None,
-            };
-            block_on(two_phase(settings))
-        }
+        Which::TwoPc { load } => block_on(two_phase(load.settings(None))),
     }
 }
 
