@@ -545,6 +545,7 @@ async fn pgbench(stack: &Stack, duration: Duration, clients: usize) -> anyhow::R
         .execute(&admin)
         .await?;
     let scratch = PgPool::connect(&format!("{ORDERS_SERVER}/bench_baseline")).await?;
+    distlab_messaging::service::migrator().run(&scratch).await?;
     Migrator::new(stack.root().join("migrations/orders"))
         .await?
         .run(&scratch)
