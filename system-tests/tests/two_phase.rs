@@ -244,6 +244,39 @@ async fn participants_answer_repeated_and_crossed_messages_consistently() {
         "only the committed branch reserved"
     );
 
+    // A rollback that arrives while its prepare is still on its way in (held 500 ms at the door).
+    let third = "distlab_00000000000000000000000000000003";
+    system
+        .arm(
+            inventory,
+            json!({"point": "prepare", "action": "delay", "ms": 500}),
+        )
+        .await;
+    let in_flight = tokio::spawn({
+        let (http, url) = (system.http.clone(), format!("{inventory}/2pc/prepare"));
+        let body = json!({"gid": third, "order": order("01a21771-b9f9-70c0-9fa4-000000000003")});
+        async move {
+            http.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    });
+    assert_eq!(
+        post("rollback", json!({"gid": third})).await.1["state"],
+        "aborted"
+    );
+    assert_eq!(
+        in_flight.await.unwrap()["vote"],
+        "no",
+        "the prepare that was overtaken votes no"
+    );
+    assert_eq!(system.prepared_in(&system.inventory_db).await, 0);
+
     let (status, bad) = post(
         "commit",
         json!({"gid": "distlab_x'; DROP TABLE products; --"}),
@@ -430,6 +463,22 @@ async fn problem_4_over_conservative_one_no_or_one_slow_participant_aborts_every
     let (status, body) = system.place_2pc(0, &[("TP-O", 1)]).await;
     assert_eq!(status, 409);
     assert_eq!(body["error"]["details"]["reason"], "inventory_unavailable");
+    // The slow prepare goes on after the coordinator gave up, meets the rollback's refusal and votes no.
+    let gid = body["error"]["details"]["gid"].as_str().unwrap();
+    let branch = eventually(
+        "the late prepare to end",
+        Duration::from_secs(10),
+        || async {
+            let branch = get_json(
+                &system.http,
+                &format!("{}/2pc/{gid}", system.inventories[0].url),
+            )
+            .await;
+            (branch["state"] == "aborted").then_some(branch)
+        },
+    )
+    .await;
+    assert_eq!(branch["reason"], "rolled_back");
 
     system.wait_until_2pc_settled(Duration::from_secs(20)).await;
     assert_eq!(
@@ -453,6 +502,19 @@ async fn a_coordinator_killed_at_any_step_or_a_participant_killed_while_prepared
             .await;
         let (status, _) = system.place_2pc(0, &[("TP-K1", 1), ("TP-K2", 2)]).await;
         assert_eq!(status, 503, "the coordinator crashed at {point}");
+        if point == "after_first_ack" {
+            // Phase 2 goes to the order first: it committed, the inventory is still prepared.
+            assert_eq!(
+                system.prepared_in(&system.orders_db).await,
+                0,
+                "the order branch committed"
+            );
+            assert_eq!(
+                system.prepared_in(&system.inventory_db).await,
+                1,
+                "the inventory branch waits"
+            );
+        }
         system.restart_coordinator().await;
         system.wait_until_2pc_settled(Duration::from_secs(20)).await;
         system.check_invariants(&initial).await;

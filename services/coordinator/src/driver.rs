@@ -6,8 +6,9 @@
 //!                                                                                             log each ack
 //! ```
 //!
-//! Phase 2 tells every participant at once and retries each a few times; whatever is still unacknowledged
-//! is left to recovery, which retries with backoff until every branch acknowledges.
+//! Phase 2 tells the participants one after the other, in their configured order (as the seed pictures
+//! it: a crash can leave "only some Commit messages sent"), and retries each a few times; whatever is still
+//! unacknowledged is left to recovery, which retries with backoff until every branch acknowledges.
 //! The fault points of the seed's problems sit between these steps (`before_decision`, `after_decision`,
 //! `after_first_ack`, and per participant `prepare:<name>`, `phase2:<name>`).
 
@@ -20,9 +21,7 @@ use distlab_twopc::protocol::{self, Ballot, Decision};
 use distlab_twopc::wire::{
     GidRequest, OrderPayload, PrepareRequest, TransactionView, VoteResponse,
 };
-use futures::StreamExt;
 use futures::future::join_all;
-use futures::stream::FuturesUnordered;
 use sqlx::PgPool;
 
 use crate::config::{Endpoint, Timeouts};
@@ -77,10 +76,15 @@ impl Coordinator {
         }
     }
 
-    /// Runs one global transaction that places `order`, to its decision and (normally) its end.
-    pub async fn run(&self, order: OrderPayload) -> Result<TransactionView, CoordinatorError> {
-        let gid = Gid::new();
-        log::begin(
+    /// Runs one global transaction that places `order`, to its decision and (normally) its end. A gid the
+    /// log already knows is not run again: its current state is returned.
+    pub async fn run(
+        &self,
+        order: OrderPayload,
+        gid: Option<Gid>,
+    ) -> Result<TransactionView, CoordinatorError> {
+        let gid = gid.unwrap_or_default();
+        let new = log::begin(
             &self.pool,
             &gid,
             &order,
@@ -88,6 +92,11 @@ impl Coordinator {
             self.timeouts.transaction,
         )
         .await?;
+        if !new {
+            return Ok(log::get(&self.pool, &gid)
+                .await?
+                .expect("a logged gid is in the log"));
+        }
 
         // Phase 1: every participant at once; a missing vote is a no.
         let answers = join_all(
@@ -173,7 +182,7 @@ impl Coordinator {
     /// has acknowledged and the transaction is complete.
     pub async fn phase2(&self, gid: &Gid, decision: Decision) -> Result<bool, CoordinatorError> {
         let pending = log::unacknowledged(&self.pool, gid).await?;
-        let mut messages = FuturesUnordered::new();
+        let mut acknowledged = 0;
         for endpoint in self.endpoints.iter().filter(|e| pending.contains(&e.name)) {
             if self
                 .faults
@@ -185,12 +194,7 @@ impl Coordinator {
                     .await?;
                 continue;
             }
-            messages.push(self.tell(endpoint, gid, decision));
-        }
-        // The messages go out together; a crash after the first acknowledgement leaves the others to chance.
-        let mut acknowledged = 0;
-        while let Some(told) = messages.next().await {
-            if told? {
+            if self.tell(endpoint, gid, decision).await? {
                 acknowledged += 1;
                 if acknowledged == 1 {
                     self.faults.hit("after_first_ack").await?;

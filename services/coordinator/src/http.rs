@@ -59,7 +59,9 @@ async fn begin(
     State(coordinator): State<Coordinator>,
     Json(request): Json<BeginRequest>,
 ) -> Result<axum::Json<TransactionView>, ApiError> {
-    Ok(axum::Json(coordinator.run(request.order).await?))
+    Ok(axum::Json(
+        coordinator.run(request.order, request.gid).await?,
+    ))
 }
 
 /// One transaction: state, decision and reason, each branch's vote and acknowledgement.

@@ -18,19 +18,20 @@ use crate::config::Endpoint;
 /// Phase-2 rounds of recovery after which a transaction is shown as stuck (it is still retried).
 pub const STUCK_ROUNDS: i32 = 5;
 
-/// Logs a new transaction, PREPARING, with a branch per participant.
+/// Logs a new transaction, PREPARING, with a branch per participant; `false` if the log has the gid already.
 pub async fn begin(
     pool: &PgPool,
     gid: &Gid,
     order: &OrderPayload,
     participants: &[Endpoint],
     timeout: Duration,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
     let names: Vec<&str> = participants.iter().map(|p| p.name.as_str()).collect();
-    sqlx::query(
+    let inserted = sqlx::query(
         "WITH t AS (
             INSERT INTO transactions (gid, state, payload, deadline)
             VALUES ($1, 'PREPARING', $2, now() + make_interval(secs => $3))
+            ON CONFLICT (gid) DO NOTHING
             RETURNING gid)
          INSERT INTO branches (gid, participant) SELECT t.gid, p FROM t, unnest($4::text[]) AS p",
     )
@@ -39,8 +40,9 @@ pub async fn begin(
     .bind(timeout.as_secs_f64())
     .bind(&names)
     .execute(pool)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(inserted > 0)
 }
 
 /// Records every participant's vote, or why there is none, in one statement.

@@ -7,8 +7,9 @@
 //!    after logging, a phase-2 message was lost, a participant was down) gets phase 2 again, with a capped
 //!    exponential backoff per transaction; after a few rounds it is shown as stuck, and still retried;
 //! 3. **reconcile** — every participant's prepared distlab transactions (`GET /2pc`, from
-//!    `pg_prepared_xacts`) are checked against the log: decided ones are finished as logged, undecided ones
-//!    are left to their deadline, and one the log does not know is rolled back (nothing ever committed it).
+//!    `pg_prepared_xacts`) are checked against the log: one the log does not know is rolled back (nothing
+//!    ever committed it), one the log calls done is finished as logged; undecided and undone ones are left
+//!    to their deadline and to step 2.
 
 use distlab_twopc::Gid;
 use distlab_twopc::protocol::{Decision, TxState};
@@ -90,7 +91,11 @@ async fn reconcile(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
         };
         for branch in prepared.prepared {
             let action = match log::state_of(&coordinator.pool, &branch.gid).await? {
-                Some(TxState::Preparing) => None,
+                // Undecided: its deadline will decide. Decided and still undone: phase 2 (above) drives
+                // it, with its schedule, its fault switches and its acknowledgements logged.
+                Some(TxState::Preparing | TxState::Committing | TxState::Aborting) => None,
+                // The log says done, yet the branch is prepared (e.g. a participant restored from a
+                // backup): finish it as logged.
                 Some(state) => state.decision(),
                 // The log never had it, so nothing can have decided commit: roll it back.
                 None => Some(Decision::Abort),

@@ -21,8 +21,8 @@ pub enum OrderError {
         gid: String,
         order: Box<Order>,
     },
-    #[error("the 2PC coordinator is unavailable: {0}")]
-    CoordinatorUnavailable(String),
+    #[error("the 2PC coordinator is unavailable, the order's fate is not known yet: {reason}")]
+    CoordinatorUnavailable { reason: String, gid: String },
     #[error("an order id is a UUID")]
     InvalidOrderId,
     #[error("no order with id {0}")]
@@ -53,7 +53,7 @@ impl OrderError {
             }
             Self::InvalidIdempotencyKey(_) | Self::InvalidOrderId => StatusCode::BAD_REQUEST,
             Self::TransactionAborted { .. } => StatusCode::CONFLICT,
-            Self::CoordinatorUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CoordinatorUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,7 +70,7 @@ impl OrderError {
                 "unknown_sku" => "unknown_sku",
                 _ => "transaction_aborted",
             },
-            Self::CoordinatorUnavailable(_) => "coordinator_unavailable",
+            Self::CoordinatorUnavailable { .. } => "coordinator_unavailable",
             Self::InvalidOrderId => "invalid_order_id",
             Self::NotFound(_) => "not_found",
             Self::InvalidQuery(_) => "invalid_query",
@@ -89,8 +89,9 @@ impl From<OrderError> for ApiError {
                 ApiError::new(error.status_code(), error.code(), error.to_string())
                     .with_details(serde_json::json!({"reason": reason, "gid": gid, "order": order}))
             }
-            OrderError::CoordinatorUnavailable(_) => {
+            OrderError::CoordinatorUnavailable { gid, .. } => {
                 ApiError::new(error.status_code(), error.code(), error.to_string())
+                    .with_details(serde_json::json!({ "gid": gid }))
                     .with_retry_after(1)
             }
             OrderError::Unexpected(cause) => ApiError::internal(cause.as_ref()),

@@ -15,9 +15,12 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use distlab_platform::ApiError;
-use distlab_twopc::participant::{BranchError, BranchWork};
+use distlab_twopc::Gid;
+use distlab_twopc::participant::{BranchError, BranchWork, ParticipantError};
 use distlab_twopc::protocol::Decision;
-use distlab_twopc::wire::{BeginRequest, IdempotencyRecord, OrderPayload, TransactionView};
+use distlab_twopc::wire::{
+    BeginRequest, BranchStatus, IdempotencyRecord, OrderPayload, TransactionView,
+};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -27,8 +30,16 @@ use crate::error::OrderError;
 use crate::orders::{Mode, Order, Status, ValidOrder};
 use crate::store::{self, IdempotencyKey, Placed};
 
-/// How long a 2PC order may take at the coordinator before the answer is 503.
-pub const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a 2PC order may take at the coordinator (below the 30 s request timeout).
+pub const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// After a failed call, how long to keep asking the coordinator for the transaction's decision, and how
+/// often.
+const DECISION_WAIT: Duration = Duration::from_secs(5);
+const DECISION_POLL: Duration = Duration::from_millis(200);
+
+/// How long this service may take to apply the decision to its own branch before answering.
+const OWN_BRANCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The order branch: the order, CONFIRMED as it will be if the transaction commits, and the key's answer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -112,15 +123,11 @@ pub async fn place(
             request_hash: hex::encode(&k.request_hash),
         }),
     };
-    let transaction = run_at_coordinator(state, payload.clone()).await?;
-    let gid = transaction.gid.clone();
+    let gid = Gid::new();
+    let transaction = run_at_coordinator(state, &gid, payload.clone()).await?;
     match transaction.decision {
         Some(Decision::Commit) => {
-            state
-                .participant
-                .commit(&gid)
-                .await
-                .map_err(|e| OrderError::Unexpected(e.into()))?;
+            own_branch(state.participant.commit(&gid)).await?;
             metrics::counter!("orders_placed_total", "mode" => "2pc").increment(1);
             let order = store::get(&state.pool, payload.order_id)
                 .await?
@@ -137,11 +144,7 @@ pub async fn place(
             Ok(response)
         }
         Some(Decision::Abort) => {
-            state
-                .participant
-                .rollback(&gid, "aborted")
-                .await
-                .map_err(|e| OrderError::Unexpected(e.into()))?;
+            own_branch(state.participant.rollback(&gid, "aborted")).await?;
             let reason = transaction.reason.unwrap_or_else(|| "aborted".into());
             if reason == "idempotency_key_in_use"
                 && let Some(key) = &key
@@ -169,10 +172,13 @@ pub async fn place(
             metrics::counter!("orders_rejected_total", "mode" => "2pc").increment(1);
             Ok(api.into_response())
         }
-        None => Err(OrderError::CoordinatorUnavailable(format!(
-            "transaction {gid} is undecided ({})",
-            transaction.state.as_str()
-        ))),
+        None => Err(OrderError::CoordinatorUnavailable {
+            reason: format!(
+                "transaction {gid} is still undecided ({})",
+                transaction.state.as_str()
+            ),
+            gid: gid.to_string(),
+        }),
     }
 }
 
@@ -197,30 +203,67 @@ fn earlier_answer(earlier: Placed) -> Result<Response, OrderError> {
     }
 }
 
+/// Applies the decision to this service's own branch, within [`OWN_BRANCH_TIMEOUT`].
+async fn own_branch(
+    decision: impl std::future::Future<Output = Result<BranchStatus, ParticipantError>>,
+) -> Result<(), OrderError> {
+    match tokio::time::timeout(OWN_BRANCH_TIMEOUT, decision).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(OrderError::Unexpected(error.into())),
+        Err(_) => Err(OrderError::Unexpected(anyhow::anyhow!(
+            "applying the decision to the order branch timed out"
+        ))),
+    }
+}
+
+/// Runs the transaction at the coordinator. When the call fails (the coordinator crashed, a timeout), the
+/// transaction may still be decided — by the coordinator's recovery — so its log is asked for a while.
 async fn run_at_coordinator(
     state: &AppState,
+    gid: &Gid,
     order: OrderPayload,
 ) -> Result<TransactionView, OrderError> {
-    let order_id = order.order_id;
-    let unavailable =
-        |what: String| OrderError::CoordinatorUnavailable(format!("order {order_id}: {what}"));
-    let response = state
+    let unavailable = |reason: String| OrderError::CoordinatorUnavailable {
+        reason,
+        gid: gid.to_string(),
+    };
+    let request = BeginRequest {
+        order,
+        gid: Some(gid.clone()),
+    };
+    let failure = match state
         .http
         .post(format!("{}/transactions", state.coordinator_url))
-        .json(&BeginRequest { order })
+        .json(&request)
         .timeout(COORDINATOR_TIMEOUT)
         .send()
         .await
-        .map_err(|e| unavailable(format!("the coordinator did not answer: {e}")))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        return Err(unavailable(format!(
-            "the coordinator answered {status}: {body}"
-        )));
+    {
+        Ok(response) if response.status().is_success() => {
+            match response.json::<TransactionView>().await {
+                Ok(view) => return Ok(view),
+                Err(error) => format!("unreadable answer from the coordinator: {error}"),
+            }
+        }
+        Ok(response) => format!("the coordinator answered {}", response.status()),
+        Err(error) => format!("the coordinator did not answer: {error}"),
+    };
+    let deadline = tokio::time::Instant::now() + DECISION_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let looked = state
+            .http
+            .get(format!("{}/transactions/{gid}", state.coordinator_url))
+            .timeout(DECISION_POLL * 5)
+            .send()
+            .await;
+        if let Ok(response) = looked
+            && response.status().is_success()
+            && let Ok(view) = response.json::<TransactionView>().await
+            && view.decision.is_some()
+        {
+            return Ok(view);
+        }
+        tokio::time::sleep(DECISION_POLL).await;
     }
-    response
-        .json()
-        .await
-        .map_err(|e| unavailable(format!("unreadable answer from the coordinator: {e}")))
+    Err(unavailable(failure))
 }

@@ -49,8 +49,9 @@ pub const MIGRATIONS_TABLE: &str = "_sqlx_migrations_twopc";
 const GID_LOCK_TIMEOUT: &str = "200ms";
 
 /// How long a branch's own statements may wait for row locks — e.g. behind another prepared branch that
-/// holds them (the seed's 同步阻塞) — before the branch votes no with `lock_timeout`.
-const WORK_LOCK_TIMEOUT: &str = "10s";
+/// holds them (the seed's 同步阻塞) — before the branch votes no with `lock_timeout`. Below the
+/// coordinator's default prepare timeout (5 s), so that a vote usually arrives while it still counts.
+const WORK_LOCK_TIMEOUT: &str = "4s";
 
 /// Pause between two looks at a busy gid, and how many looks at most.
 const BUSY_PAUSE: Duration = Duration::from_millis(50);
@@ -134,6 +135,8 @@ impl From<ParticipantError> for ApiError {
 const UNIQUE_VIOLATION: &str = "23505";
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 const UNDEFINED_OBJECT: &str = "42704";
+/// "prepared transaction with identifier … is busy": another session is finishing it right now.
+const PREPARED_BUSY: &str = "55000";
 
 fn sql_state(error: &sqlx::Error) -> Option<String> {
     match error {
@@ -219,7 +222,37 @@ impl<W: BranchWork> Participant<W> {
     }
 
     /// Phase 1: do the branch and vote. See the module documentation for the idempotency rules.
+    ///
+    /// The work runs in a task of its own: if the caller goes away (a coordinator that timed out, a client
+    /// that hung up), the branch still ends cleanly — prepared, or rolled back — instead of leaving its
+    /// connection in the pool half-way through a transaction.
     pub async fn prepare(
+        self: &Arc<Self>,
+        gid: &Gid,
+        order: &OrderPayload,
+    ) -> Result<VoteResponse, ParticipantError> {
+        let (this, gid, order) = (self.clone(), gid.clone(), order.clone());
+        detached(async move { this.prepare_now(&gid, &order).await }).await
+    }
+
+    /// Phase 2, commit. Idempotent. Runs to its end even if the caller goes away.
+    pub async fn commit(self: &Arc<Self>, gid: &Gid) -> Result<BranchStatus, ParticipantError> {
+        let (this, gid) = (self.clone(), gid.clone());
+        detached(async move { this.commit_now(&gid).await }).await
+    }
+
+    /// Phase 2, rollback (also of a branch that is not prepared yet: it will never be). Idempotent. Runs
+    /// to its end even if the caller goes away.
+    pub async fn rollback(
+        self: &Arc<Self>,
+        gid: &Gid,
+        reason: &str,
+    ) -> Result<BranchStatus, ParticipantError> {
+        let (this, gid, reason) = (self.clone(), gid.clone(), reason.to_owned());
+        detached(async move { this.rollback_now(&gid, &reason).await }).await
+    }
+
+    async fn prepare_now(
         &self,
         gid: &Gid,
         order: &OrderPayload,
@@ -334,8 +367,7 @@ impl<W: BranchWork> Participant<W> {
         Ok(())
     }
 
-    /// Phase 2, commit. Idempotent.
-    pub async fn commit(&self, gid: &Gid) -> Result<BranchStatus, ParticipantError> {
+    async fn commit_now(&self, gid: &Gid) -> Result<BranchStatus, ParticipantError> {
         if self.faults.hit("commit").await? == Outcome::Drop {
             return Err(ParticipantError::Dropped);
         }
@@ -364,8 +396,7 @@ impl<W: BranchWork> Participant<W> {
         }
     }
 
-    /// Phase 2, rollback (also of a branch that is not prepared yet: it will never be). Idempotent.
-    pub async fn rollback(
+    async fn rollback_now(
         &self,
         gid: &Gid,
         reason: &str,
@@ -386,11 +417,11 @@ impl<W: BranchWork> Participant<W> {
             if status.state == BranchState::Prepared {
                 self.finish_prepared(gid, "ROLLBACK PREPARED").await?;
                 metrics::counter!("twopc_phase2_total", "decision" => "rollback").increment(1);
-                return Ok(self.status(gid).await?);
+                return self.expect_aborted(gid).await;
             }
             // Not prepared: make sure no prepare is half-way (it holds the gid's lock until it prepares).
             match self.probe_gid_lock(gid).await? {
-                GidLock::Free => return Ok(self.status(gid).await?),
+                GidLock::Free => return self.expect_aborted(gid).await,
                 GidLock::Committed => {
                     return Err(ParticipantError::Conflict {
                         wanted: "rolled back",
@@ -405,15 +436,38 @@ impl<W: BranchWork> Participant<W> {
 
     /// `COMMIT PREPARED` / `ROLLBACK PREPARED`; a gid that is no longer prepared (someone finished it
     /// meanwhile) is not an error here: the caller looks at the status afterwards.
+    ///
+    /// A prepared transaction that another session is finishing at this very moment answers "busy"; that
+    /// is retried a few times, then left to the status check too.
     async fn finish_prepared(&self, gid: &Gid, command: &str) -> sqlx::Result<()> {
         let sql = format!("{command} {}", gid.literal());
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&self.control)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if sql_state(&error).as_deref() == Some(UNDEFINED_OBJECT) => Ok(()),
-            Err(error) => Err(error),
+        for _ in 0..20 {
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&self.control)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(error) if sql_state(&error).as_deref() == Some(UNDEFINED_OBJECT) => {
+                    return Ok(());
+                }
+                Err(error) if sql_state(&error).as_deref() == Some(PREPARED_BUSY) => {
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// The status after a rollback: aborted, or a conflict (a concurrent commit won).
+    async fn expect_aborted(&self, gid: &Gid) -> Result<BranchStatus, ParticipantError> {
+        let status = self.status(gid).await?;
+        match status.state {
+            BranchState::Aborted => Ok(status),
+            state => Err(ParticipantError::Conflict {
+                wanted: "rolled back",
+                state,
+            }),
         }
     }
 
@@ -481,6 +535,18 @@ fn oldest_age(prepared: &[BranchStatus]) -> f64 {
         .and_then(|p| p.prepared_at)
         .map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
         .unwrap_or(0.0)
+}
+
+/// Runs `work` in a task of its own and waits for it: dropping the waiter does not cancel the work.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ParticipantError>> + Send + 'static,
+) -> Result<T, ParticipantError> {
+    match tokio::spawn(work).await {
+        Ok(result) => result,
+        Err(error) => Err(ParticipantError::Failed(anyhow::anyhow!(
+            "participant task failed: {error}"
+        ))),
+    }
 }
 
 /// How one run of a branch ended.

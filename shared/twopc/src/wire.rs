@@ -99,6 +99,11 @@ pub struct PreparedList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BeginRequest {
     pub order: OrderPayload,
+    /// The gid to use, chosen by the caller so that it can look the transaction up even when this request
+    /// fails; a gid the log already has is not run again (its current state is returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub gid: Option<Gid>,
 }
 
 /// A global transaction as the coordinator's log shows it.
