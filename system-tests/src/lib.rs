@@ -285,17 +285,7 @@ impl TestSystem {
 
     /// Places a 2PC order through order instance `instance`; its status and body.
     pub async fn place_2pc(&self, instance: usize, items: &[(&str, u32)]) -> (u16, Value) {
-        let items: Vec<Value> = items
-            .iter()
-            .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
-            .collect();
-        let response = self
-            .http
-            .post(format!("{}/orders", self.orders[instance].url))
-            .json(&json!({"customer_id": "tester", "items": items, "mode": "2pc"}))
-            .send()
-            .await
-            .unwrap();
+        let response = self.post_order(instance, items, Some("2pc")).await;
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
@@ -386,19 +376,32 @@ impl TestSystem {
         assert_eq!(response.status(), 200, "seeding {sku}");
     }
 
-    /// Places an order through order instance `instance`; returns its id after asserting 202.
-    pub async fn place(&self, instance: usize, items: &[(&str, u32)]) -> Uuid {
+    /// `POST /orders` through order instance `instance`, in `mode` (the service's default when `None`).
+    async fn post_order(
+        &self,
+        instance: usize,
+        items: &[(&str, u32)],
+        mode: Option<&str>,
+    ) -> reqwest::Response {
         let items: Vec<Value> = items
             .iter()
             .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
             .collect();
-        let response = self
-            .http
+        let mut body = json!({"customer_id": "tester", "items": items});
+        if let Some(mode) = mode {
+            body["mode"] = json!(mode);
+        }
+        self.http
             .post(format!("{}/orders", self.orders[instance].url))
-            .json(&json!({"customer_id": "tester", "items": items}))
+            .json(&body)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Places an order through order instance `instance`; returns its id after asserting 202.
+    pub async fn place(&self, instance: usize, items: &[(&str, u32)]) -> Uuid {
+        let response = self.post_order(instance, items, None).await;
         assert_eq!(response.status(), 202, "placing an order");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["status"], "PENDING");

@@ -90,6 +90,32 @@ pub fn run(stack: &Stack, which: Which) -> anyhow::Result<()> {
     }
 }
 
+/// What every benchmark run starts with: an id for its orders and SKUs, an HTTP client sized for the
+/// clients, the orders database, and the run's SKUs (seeded).
+struct Run {
+    id: String,
+    http: reqwest::Client,
+    orders_db: PgPool,
+    skus: Arc<Vec<String>>,
+}
+
+impl Run {
+    async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(settings.clients)
+            .build()?;
+        let orders_db = PgPool::connect(&format!("{ORDERS_SERVER}/orders")).await?;
+        let skus = seed_skus(&http, &id, settings.skus).await?;
+        Ok(Self {
+            id,
+            http,
+            orders_db,
+            skus,
+        })
+    }
+}
+
 /// Creates `count` SKUs of this run with stock that will not run out.
 async fn seed_skus(
     http: &reqwest::Client,
@@ -129,13 +155,13 @@ async fn two_phase(settings: Settings) -> anyhow::Result<()> {
         skus,
         ..
     } = settings;
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()?;
-    let orders_db = PgPool::connect(&format!("{ORDERS_SERVER}/orders")).await?;
+    let Run {
+        id: run_id,
+        http,
+        orders_db,
+        skus: sku_names,
+    } = Run::start(&settings).await?;
     let log_db = PgPool::connect(&format!("{ORDERS_SERVER}/coordinator")).await?;
-    let sku_names = seed_skus(&http, &run_id, skus).await?;
     println!(
         "2pc benchmark: {rounds} round(s) of {seconds:?} per phase, {clients} clients, {skus} SKUs"
     );
@@ -257,12 +283,12 @@ async fn outbox(stack: &Stack, settings: Settings) -> anyhow::Result<()> {
         skus,
         latency_rate,
     } = settings;
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()?;
-    let orders_db = PgPool::connect(&format!("{ORDERS_SERVER}/orders")).await?;
-    let sku_names = seed_skus(&http, &run_id, skus).await?;
+    let Run {
+        id: run_id,
+        http,
+        orders_db,
+        skus: sku_names,
+    } = Run::start(&settings).await?;
 
     println!(
         "outbox benchmark: {rounds} round(s) of {seconds:?} per phase, {clients} clients, {skus} SKUs"

@@ -134,12 +134,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 
 /// The `tansu` binary: on PATH, or where `cargo install` puts it.
 pub fn tansu_bin() -> Option<PathBuf> {
-    which("tansu").or_else(|| {
-        let home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-        Some(home.join("bin/tansu")).filter(|p| p.is_file())
-    })
+    distlab_testkit::find_tansu()
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin` with `initdb` and `pg_ctl`.

@@ -102,25 +102,30 @@ async fn place_order(
             metrics::counter!("orders_placed_total", "mode" => order.mode.as_str()).increment(1);
             Ok(accepted(&order.id, axum::Json(&order).into_response()))
         }
-        Ok(Placed::Replayed { status, body }) => {
-            let id = body
-                .get("id")
-                .and_then(|v| v.as_str())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_default();
-            let mut response = accepted(&id, axum::Json(body).into_response());
-            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED);
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(response)
-        }
+        Ok(Placed::Replayed { status, body }) => Ok(replayed(status, body)),
         Ok(Placed::KeyReused) => Err(OrderError::IdempotencyKeyReused),
         Err(error) => Err(match error.downcast::<sqlx::Error>() {
             Ok(sql) => sql.into(),
             Err(other) => other.into(),
         }),
     }
+}
+
+/// The first answer to a request with the same `Idempotency-Key`, again, marked `idempotent-replayed`.
+pub(crate) fn replayed(status: u16, body: serde_json::Value) -> Response {
+    let id: Option<Uuid> = body
+        .get("id")
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse().ok());
+    let mut response = axum::Json(body).into_response();
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if let Some(location) = id.and_then(|id| HeaderValue::from_str(&format!("/orders/{id}")).ok()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
 }
 
 fn accepted(id: &Uuid, mut response: Response) -> Response {

@@ -187,21 +187,11 @@ pub async fn record_rejected(
     tx.commit().await
 }
 
+/// What the key stands for, after the write path found it taken.
 async fn replay(pool: &PgPool, key: &IdempotencyKey) -> anyhow::Result<Placed> {
-    let (hash, status, body): (Vec<u8>, i16, Json<Value>) = sqlx::query_as(
-        "SELECT request_hash, response_status, response_body FROM idempotency_keys WHERE key = $1",
-    )
-    .bind(&key.key)
-    .fetch_one(pool)
-    .await?;
-    if hash == key.request_hash {
-        Ok(Placed::Replayed {
-            status: status as u16,
-            body: body.0,
-        })
-    } else {
-        Ok(Placed::KeyReused)
-    }
+    lookup_key(pool, key)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("idempotency key {} is taken but not readable", key.key))
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Order>> {

@@ -185,17 +185,7 @@ pub async fn place(
 /// The answer an earlier request with the same key got, or 422 for another request.
 fn earlier_answer(earlier: Placed) -> Result<Response, OrderError> {
     match earlier {
-        Placed::Replayed { status, body } => {
-            let mut response = (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-                axum::Json(body),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(response)
-        }
+        Placed::Replayed { status, body } => Ok(crate::http::replayed(status, body)),
         Placed::KeyReused => Err(OrderError::IdempotencyKeyReused),
         Placed::Created(_) => Err(OrderError::Unexpected(anyhow::anyhow!(
             "a lookup does not create"

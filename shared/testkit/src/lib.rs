@@ -338,20 +338,23 @@ impl Drop for PrivateBroker {
     }
 }
 
-fn tansu_bin() -> PathBuf {
+/// The `tansu` binary: on `PATH`, or where `cargo install` puts it. Shared with `cargo xtask`.
+pub fn find_tansu() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("tansu"))
             .find(|p| p.is_file())
     });
-    on_path
-        .or_else(|| {
-            let home = std::env::var_os("CARGO_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-            Some(home.join("bin/tansu")).filter(|p| p.is_file())
-        })
-        .expect("tansu is not installed: run `cargo xtask install`")
+    on_path.or_else(|| {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+        Some(home.join("bin/tansu")).filter(|p| p.is_file())
+    })
+}
+
+fn tansu_bin() -> PathBuf {
+    find_tansu().expect("tansu is not installed: run `cargo xtask install`")
 }
 
 /// An HTTP client for tests.
