@@ -42,6 +42,11 @@ pub enum Which {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// The four lock backends through the lock service against each backend's raw primitive.
+    Locks {
+        #[command(flatten)]
+        args: crate::locks::LockBenchArgs,
+    },
 }
 
 /// The load every benchmark applies.
@@ -87,6 +92,7 @@ pub fn run(stack: &Stack, which: Which) -> anyhow::Result<()> {
             block_on(outbox(stack, load.settings(latency_rate)))
         }
         Which::TwoPc { load } => block_on(two_phase(load.settings(None))),
+        Which::Locks { args } => crate::locks::bench(args),
     }
 }
 

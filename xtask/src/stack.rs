@@ -70,7 +70,7 @@ pub const PARTS: &[Part] = &[
         name: "orders-db",
         port: 15432,
         kind: Kind::Postgres {
-            databases: &["orders", "coordinator"],
+            databases: &["orders", "coordinator", "locks"],
         },
     },
     Part {
@@ -127,6 +127,14 @@ pub const PARTS: &[Part] = &[
         kind: Kind::Service {
             binary: "distlab-coordinator",
             package: "coordinator",
+        },
+    },
+    Part {
+        name: "lock",
+        port: 8084,
+        kind: Kind::Service {
+            binary: "distlab-lock",
+            package: "lock",
         },
     },
 ];
@@ -402,8 +410,12 @@ impl Stack {
                     "yes",
                     "--save",
                     "",
+                    // The lock backends keep fencing counters here: an append-only file, fsynced every
+                    // second, so a restart does not send tokens back to zero.
                     "--appendonly",
-                    "no",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
                     "--dir",
                     path_str(&dir)?,
                     "--pidfile",
@@ -419,8 +431,9 @@ impl Stack {
                 fs::write(
                     &config,
                     format!(
-                        "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
+                        "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
                          clientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
+                         minSessionTimeout=1000\nmaxSessionTimeout=60000\nmaxClientCnxns=0\n\
                          4lw.commands.whitelist=ruok,stat,srvr\n",
                         path_str(&dir.join("data"))?,
                         part.port

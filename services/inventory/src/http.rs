@@ -2,12 +2,14 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use distlab_platform::{ApiError, ErrorBody, Json, Path};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::AppState;
+use crate::adjust::{self, AdjustError, AdjustInput, LockToken};
 use crate::products::{self, Product, ProductInput};
 
 /// Largest request body accepted.
@@ -17,6 +19,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/products", get(list_products))
         .route("/products/{sku}", get(get_product).put(put_product))
+        .route("/products/{sku}/adjust", post(adjust_stock))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -27,8 +30,8 @@ pub fn router(state: AppState) -> Router {
         title = "distlab inventory",
         description = "Products and stock; reservations come from OrderPlaced events."
     ),
-    paths(put_product, get_product, list_products),
-    components(schemas(Product, ProductInput, ProductList, ErrorBody))
+    paths(put_product, get_product, list_products, adjust_stock),
+    components(schemas(Product, ProductInput, ProductList, AdjustInput, LockToken, ErrorBody))
 )]
 struct ApiDoc;
 
@@ -98,4 +101,38 @@ async fn get_product(
 async fn list_products(State(state): State<AppState>) -> Result<Json<ProductList>, ApiError> {
     let products = products::list(&state.pool).await.map_err(database_error)?;
     Ok(Json(ProductList { products }))
+}
+
+/// Adds `delta` units (negative: takes them), refusing a stale lock fencing token.
+#[utoipa::path(post, path = "/products/{sku}/adjust", request_body = AdjustInput,
+    params(("sku" = String, Path)),
+    responses((status = 200, body = Product), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "stale_fencing_token: a later lock holder already wrote"),
+        (status = 422, body = ErrorBody)))]
+async fn adjust_stock(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    Json(input): Json<AdjustInput>,
+) -> Result<Json<Product>, ApiError> {
+    parse_sku(&sku)?;
+    let adjustment = adjust::validate(&input)
+        .map_err(|errors| ApiError::validation("the adjustment is not valid", &errors))?;
+    match adjust::apply(&state.pool, &sku, &adjustment).await {
+        Ok(product) => Ok(Json(product)),
+        Err(AdjustError::StaleToken {
+            lock,
+            token,
+            highest,
+        }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stale_fencing_token",
+            format!(
+                "fencing token {token} of lock {lock} is older than {highest}, which has already written; \
+                 nothing was changed"
+            ),
+        )
+        .with_details(serde_json::json!({"lock": lock, "token": token, "highest_token": highest}))),
+        Err(AdjustError::UnknownSku(sku)) => Err(ApiError::not_found(format!("no product with sku {sku}"))),
+        Err(AdjustError::Database(error)) => Err(database_error(error)),
+    }
 }

@@ -5,8 +5,10 @@
 //! order's items or none, and writes `StockReserved` or `StockRejected` into its own outbox, which its relay
 //! publishes to `inventory-events`.
 //!
-//! HTTP (see [`http`]): `PUT /products/{sku}` (admin seeding), `GET /products`, `GET /products/{sku}`.
+//! HTTP (see [`http`]): `PUT /products/{sku}` (admin seeding), `GET /products`, `GET /products/{sku}`, and
+//! `POST /products/{sku}/adjust`, a raw stock change fenced by the lock service's tokens ([`adjust`]).
 
+pub mod adjust;
 pub mod config;
 pub mod http;
 pub mod products;

@@ -6,9 +6,13 @@
 //!   test` drops the leftovers of earlier runs);
 //! - [`unique_kafka`]: topic and group names of the test's own, so tests run in parallel;
 //! - [`PrivateBroker`]: a tansu broker of the test's own, which the test may stop and start again;
-//! - [`eventually`]: polls a condition until a deadline — tests never sleep to wait.
+//! - [`PrivateRedis`]: a Redis server of the test's own, to kill under RedLock;
+//! - [`eventually`]: polls a condition until a deadline — tests never sleep to wait;
+//! - [`flash_sale`]: the 秒杀 scenario, shared by its test and `cargo xtask scenario flash-sale`.
 
 #![allow(clippy::unwrap_used)] // test support: a failed step should fail the test right there
+
+pub mod flash_sale;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -55,6 +59,115 @@ pub fn order_url() -> String {
 /// Base URL of the stack's 2PC coordinator.
 pub fn coordinator_url() -> String {
     env_or("DISTLAB_COORDINATOR_URL", "http://127.0.0.1:8083")
+}
+
+/// Base URL of the stack's lock service.
+pub fn lock_url() -> String {
+    env_or("DISTLAB_LOCK_URL", "http://127.0.0.1:8084")
+}
+
+/// The stack's three independent Redis instances (RedLock's; the first is also the redis backend's).
+pub fn redis_urls() -> Vec<String> {
+    env_or(
+        "DISTLAB_REDIS_URLS",
+        "redis://127.0.0.1:16379,redis://127.0.0.1:16380,redis://127.0.0.1:16381",
+    )
+    .split(',')
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The stack's ZooKeeper.
+pub fn zookeeper() -> String {
+    env_or("DISTLAB_ZOOKEEPER", "127.0.0.1:12181")
+}
+
+/// Panics with a clear message unless the lock backends' stores answer: orders-db (the `locks`
+/// database's cluster), the three Redis instances and ZooKeeper — and, with `service`, the lock service.
+pub fn require_lock_stores(service: bool) {
+    let mut parts = vec![
+        ("orders-db".to_owned(), host_port_owned(&orders_server())),
+        ("zookeeper".to_owned(), zookeeper()),
+    ];
+    for url in redis_urls() {
+        parts.push((format!("redis {url}"), host_port_owned(&url)));
+    }
+    if service {
+        parts.push(("lock".to_owned(), host_port_owned(&lock_url())));
+    }
+    let down: Vec<String> = parts
+        .iter()
+        .filter(|(_, addr)| !reachable(addr))
+        .map(|(name, addr)| format!("{name} ({addr})"))
+        .collect();
+    assert!(
+        down.is_empty(),
+        "the distlab stack is not running: {} not reachable. Start it with `cargo xtask up` \
+         (or run the whole suite with `cargo xtask test`).",
+        down.join(", ")
+    );
+}
+
+/// A free loopback port (nothing listens on it once this returns).
+pub fn unused_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A Redis server of the test's own (no persistence) on a free port, which the test may kill.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = unused_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (installed by `cargo xtask install`)");
+        let redis = Self {
+            port,
+            child: Some(child),
+        };
+        let addr = format!("127.0.0.1:{port}");
+        eventually(
+            "the private redis to listen",
+            Duration::from_secs(10),
+            || {
+                let up = reachable(&addr);
+                async move { up.then_some(()) }
+            },
+        )
+        .await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Base URL of the stack's inventory service.

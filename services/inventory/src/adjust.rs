@@ -1,0 +1,188 @@
+//! `POST /products/{sku}/adjust`: a raw stock change, fenced by the lock service's tokens.
+//!
+//! This is the protected resource of the seed's section 一 done right: a lock's lease alone cannot stop a
+//! holder that paused past its TTL from writing after the next holder did, so the write carries the
+//! lock's fencing token and this service keeps, per lock name, the highest token it has seen
+//! (`lock_fences`). A lower token is refused (409 `stale_fencing_token`) and nothing is written; an equal
+//! one is the same holder writing again. The fence row is locked for the rest of the transaction, so
+//! writers of one lock name are applied in token order even when they race.
+//!
+//! The delta is applied as given — no floor at zero: the "is there stock left?" check is the caller's, made
+//! under its lock. Without a lock, concurrent callers oversell; that is what the flash sale shows.
+
+use distlab_platform::FieldError;
+use serde::Deserialize;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use crate::products::{MAX_STOCK, Product};
+
+/// Body of `POST /products/{sku}/adjust`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustInput {
+    /// Units to add (negative: take away); not 0.
+    pub delta: i64,
+    /// The lock the caller holds while writing, and its fencing token. Without it the write is unfenced.
+    #[serde(default)]
+    pub lock: Option<LockToken>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockToken {
+    pub name: String,
+    pub token: u64,
+}
+
+/// A validated adjustment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjustment {
+    pub delta: i32,
+    pub fence: Option<(String, i64)>,
+}
+
+/// Every problem of an adjustment, or the adjustment.
+pub fn validate(input: &AdjustInput) -> Result<Adjustment, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if input.delta == 0 || input.delta.abs() > MAX_STOCK {
+        errors.push(FieldError::new(
+            "delta",
+            format!("must be a non-zero number of units between -{MAX_STOCK} and {MAX_STOCK}"),
+        ));
+    }
+    let mut fence = None;
+    if let Some(lock) = &input.lock {
+        let name_len = lock.name.chars().count();
+        if name_len == 0 || name_len > 128 {
+            errors.push(FieldError::new("lock.name", "must be 1 to 128 characters"));
+        }
+        match i64::try_from(lock.token) {
+            Ok(token) => fence = Some((lock.name.clone(), token)),
+            Err(_) => errors.push(FieldError::new(
+                "lock.token",
+                format!("must be at most {}", i64::MAX),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Adjustment {
+            delta: input.delta as i32,
+            fence,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdjustError {
+    #[error("fencing token {token} of lock {lock} is older than {highest}, which already wrote")]
+    StaleToken {
+        lock: String,
+        token: i64,
+        highest: i64,
+    },
+    #[error("no product with sku {0}")]
+    UnknownSku(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Applies the adjustment if its token is not stale; all or nothing.
+pub async fn apply(
+    pool: &PgPool,
+    sku: &str,
+    adjustment: &Adjustment,
+) -> Result<Product, AdjustError> {
+    let mut tx = pool.begin().await?;
+    if let Some((lock, token)) = &adjustment.fence {
+        let accepted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO lock_fences AS f (lock_name, highest_token) VALUES ($1, $2)
+             ON CONFLICT (lock_name) DO UPDATE
+             SET highest_token = EXCLUDED.highest_token, updated_at = now()
+             WHERE f.highest_token <= EXCLUDED.highest_token
+             RETURNING highest_token",
+        )
+        .bind(lock)
+        .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if accepted.is_none() {
+            let highest: i64 =
+                sqlx::query_scalar("SELECT highest_token FROM lock_fences WHERE lock_name = $1")
+                    .bind(lock)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Err(AdjustError::StaleToken {
+                lock: lock.clone(),
+                token: *token,
+                highest,
+            });
+        }
+    }
+    let product: Option<Product> = sqlx::query_as(
+        "UPDATE products SET available = available + $2, updated_at = now() WHERE sku = $1
+         RETURNING sku, name, price_cents, available, reserved",
+    )
+    .bind(sku)
+    .bind(adjustment.delta)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(product) = product else {
+        return Err(AdjustError::UnknownSku(sku.to_owned()));
+    };
+    sqlx::query(
+        "INSERT INTO stock_adjustments (sku, delta, lock_name, fencing_token, available_after)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(sku)
+    .bind(adjustment.delta)
+    .bind(adjustment.fence.as_ref().map(|(l, _)| l))
+    .bind(adjustment.fence.as_ref().map(|(_, t)| t))
+    .bind(product.available)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(product)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(delta: i64, lock: Option<(&str, u64)>) -> AdjustInput {
+        AdjustInput {
+            delta,
+            lock: lock.map(|(name, token)| LockToken {
+                name: name.into(),
+                token,
+            }),
+        }
+    }
+
+    #[test]
+    fn adjustments() {
+        assert_eq!(
+            validate(&input(-1, Some(("sale", 7)))),
+            Ok(Adjustment {
+                delta: -1,
+                fence: Some(("sale".into(), 7))
+            })
+        );
+        assert_eq!(validate(&input(5, None)).map(|a| a.fence), Ok(None));
+        let fields = |r: Result<Adjustment, Vec<FieldError>>| -> Vec<String> {
+            r.err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        assert_eq!(fields(validate(&input(0, None))), ["delta"]);
+        assert_eq!(fields(validate(&input(MAX_STOCK + 1, None))), ["delta"]);
+        assert_eq!(
+            fields(validate(&input(1, Some(("", u64::MAX))))),
+            ["lock.name", "lock.token"]
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! The four lock backends and what they share: the error type, and the waiting loop of the backends
+//! whose store cannot queue waiters itself (pg, redis, redlock).
+//!
+//! ZooKeeper queues waiters in the store (one sequential node each, each watching its predecessor). A row
+//! or a Redis key cannot: every waiter would retry on every release (the herd effect the seed warns about
+//! in ZooKeeper's section, here at the service). So waiters of one lock name first queue in this process
+//! ([`WaitQueues`], FIFO), and only the head of the queue contends with other processes through the
+//! backend, woken by the backend's own notification (LISTEN/NOTIFY, Redis pub/sub) or by the holder's
+//! expiry time, never by a tight poll.
+
+pub mod pg;
+pub mod redis;
+pub mod redlock;
+pub mod zookeeper;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use uuid::Uuid;
+
+use crate::lease::{Backend, Holder, Lease, LockName, Ttl};
+
+/// Longest a waiter sleeps between two attempts when no notification comes: a backstop against a lost
+/// notification (a dropped pub/sub connection), not the wake-up path.
+pub const BACKSTOP: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Not acquired within the wait.
+    #[error("the lock is held by someone else")]
+    Held { holder: Option<Holder> },
+    /// The lease exists but is not (or no longer) the current holder's.
+    #[error("{0}")]
+    NotHolder(String),
+    /// No such lease.
+    #[error("{0}")]
+    NotFound(String),
+    /// The backend does not answer (or, for RedLock, too few instances do).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for LockError {
+    fn from(error: sqlx::Error) -> Self {
+        if distlab_platform::db::is_unavailable(&error) {
+            LockError::Unavailable(format!("the lock database is not answering: {error}"))
+        } else {
+            LockError::Internal(error.into())
+        }
+    }
+}
+
+impl From<::redis::RedisError> for LockError {
+    fn from(error: ::redis::RedisError) -> Self {
+        if error.is_io_error()
+            || error.is_timeout()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+        {
+            LockError::Unavailable(format!("redis is not answering: {error}"))
+        } else {
+            LockError::Internal(error.into())
+        }
+    }
+}
+
+/// The outcome of one non-blocking attempt.
+#[derive(Debug)]
+pub enum Attempt {
+    Acquired(Lease),
+    /// Someone else holds it; their lease lapses in `retry_in` at the latest.
+    Held {
+        holder: Option<Holder>,
+        retry_in: Option<Duration>,
+    },
+}
+
+/// How many callers wait for each lock name in this process, right now (shown on `GET /locks/{name}`).
+#[derive(Debug, Default, Clone)]
+pub struct Waiters {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Waiters {
+    /// Counts the caller as waiting for `name` until the guard drops.
+    pub fn enter(&self, name: &str) -> WaitingGuard {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_default() += 1;
+        WaitingGuard {
+            waiters: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn count(&self, name: &str) -> usize {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct WaitingGuard {
+    waiters: Waiters,
+    name: String,
+}
+
+impl Drop for WaitingGuard {
+    fn drop(&mut self) {
+        let mut counts = self
+            .waiters
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// Per lock name, a FIFO of this process's waiters (tokio's mutex is fair), and their count.
+#[derive(Debug, Default, Clone)]
+pub struct WaitQueues {
+    queues: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    pub waiters: Waiters,
+}
+
+impl WaitQueues {
+    fn queue(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget queues nobody waits in, so the map does not grow with every name ever locked.
+        if queues.len() > 1024 {
+            queues.retain(|_, q| Arc::strong_count(q) > 1);
+        }
+        queues.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+/// Tries `attempt` once; if the lock is held, queues behind this process's other waiters for `name`,
+/// then retries whenever `wake` names the lock, the holder's lease lapses, or [`BACKSTOP`] passes,
+/// until `wait` is over.
+pub async fn acquire_waiting<F, Fut>(
+    queues: &WaitQueues,
+    queue_key: &str,
+    name: &LockName,
+    wait: Duration,
+    wake: &broadcast::Sender<String>,
+    mut attempt: F,
+) -> Result<Lease, LockError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Attempt, LockError>>,
+{
+    let deadline = Instant::now() + wait;
+    // Subscribe before the first attempt, so a release between the attempt and the wait is not missed.
+    let mut released = wake.subscribe();
+    let mut last_holder = match attempt().await? {
+        Attempt::Acquired(lease) => return Ok(lease),
+        Attempt::Held { holder, .. } if wait.is_zero() => return Err(LockError::Held { holder }),
+        Attempt::Held { holder, .. } => holder,
+    };
+    let queue = queues.queue(queue_key);
+    let Ok(_turn) = tokio::time::timeout_at(deadline, queue.lock()).await else {
+        return Err(LockError::Held {
+            holder: last_holder,
+        });
+    };
+    let mut wakeups = 0;
+    loop {
+        // Drain notifications older than this attempt: the attempt sees their effect.
+        released = released.resubscribe();
+        match attempt().await? {
+            Attempt::Acquired(mut lease) => {
+                lease.wakeups = wakeups;
+                return Ok(lease);
+            }
+            Attempt::Held { holder, retry_in } => {
+                last_holder = holder;
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(LockError::Held {
+                        holder: last_holder,
+                    });
+                }
+                let nap = retry_in.unwrap_or(BACKSTOP).min(BACKSTOP);
+                let until = (now + nap).min(deadline);
+                let _waiting = queues.waiters.enter(name.as_str());
+                if wait_for(&mut released, name.as_str(), until).await {
+                    wakeups += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until a notification names `name` (true) or `until` passes (false).
+async fn wait_for(released: &mut broadcast::Receiver<String>, name: &str, until: Instant) -> bool {
+    loop {
+        match tokio::time::timeout_at(until, released.recv()).await {
+            Err(_) => return false,
+            Ok(Ok(released)) if released == name => return true,
+            Ok(Ok(_)) => continue,
+            // Missed some: one of them may have been ours.
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => return true,
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                tokio::time::sleep_until(until).await;
+                return false;
+            }
+        }
+    }
+}
+
+/// All four backends, dispatched by [`Backend`].
+#[derive(Debug, Clone)]
+pub struct Locks {
+    pub pg: pg::PgLocks,
+    pub redis: redis::RedisLocks,
+    pub redlock: redlock::RedLock,
+    pub zookeeper: zookeeper::ZkLocks,
+}
+
+impl Locks {
+    pub async fn acquire(
+        &self,
+        backend: Backend,
+        name: &LockName,
+        owner: &str,
+        ttl: Ttl,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        match backend {
+            Backend::Pg => self.pg.acquire(name, owner, ttl, wait).await,
+            Backend::Redis => self.redis.acquire(name, owner, ttl, wait).await,
+            Backend::Redlock => self.redlock.acquire(name, owner, ttl, wait).await,
+            Backend::Zookeeper => self.zookeeper.acquire(name, owner, ttl, wait).await,
+        }
+    }
+
+    pub async fn renew(
+        &self,
+        backend: Backend,
+        name: &LockName,
+        lease_id: Uuid,
+        ttl: Ttl,
+    ) -> Result<Lease, LockError> {
+        match backend {
+            Backend::Pg => self.pg.renew(name, lease_id, ttl).await,
+            Backend::Redis => self.redis.renew(name, lease_id, ttl).await,
+            Backend::Redlock => self.redlock.renew(name, lease_id, ttl).await,
+            Backend::Zookeeper => self.zookeeper.renew(name, lease_id, ttl).await,
+        }
+    }
+
+    /// Gives the lease back; returns the holds left (pg reentrancy; 0 means the lock is free).
+    pub async fn release(
+        &self,
+        backend: Backend,
+        name: &LockName,
+        lease_id: Uuid,
+    ) -> Result<u32, LockError> {
+        match backend {
+            Backend::Pg => self.pg.release(name, lease_id).await,
+            Backend::Redis => self.redis.release(name, lease_id).await,
+            Backend::Redlock => self.redlock.release(name, lease_id).await,
+            Backend::Zookeeper => self.zookeeper.release(name, lease_id).await,
+        }
+    }
+
+    /// Callers of this process waiting for the lock now.
+    pub fn waiting(&self, backend: Backend, name: &LockName) -> usize {
+        match backend {
+            Backend::Pg => self.pg.waiters().count(name.as_str()),
+            Backend::Redis => self.redis.waiters().count(name.as_str()),
+            Backend::Redlock => self.redlock.waiters().count(name.as_str()),
+            Backend::Zookeeper => self.zookeeper.waiters().count(name.as_str()),
+        }
+    }
+
+    pub async fn holder(
+        &self,
+        backend: Backend,
+        name: &LockName,
+    ) -> Result<Option<Holder>, LockError> {
+        match backend {
+            Backend::Pg => self.pg.holder(name).await,
+            Backend::Redis => self.redis.holder(name).await,
+            Backend::Redlock => self.redlock.holder(name).await,
+            Backend::Zookeeper => self.zookeeper.holder(name).await,
+        }
+    }
+}

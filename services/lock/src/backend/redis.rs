@@ -1,0 +1,489 @@
+//! Redis 的 SETNX 指令 — one Redis instance, and the per-instance scripts RedLock reuses.
+//!
+//! The seed's SETNX + EXPIRE, done the way that is safe: `SET key value NX PX ttl` is one command, so a
+//! crash between the two can not leave a lock without expiry. The value names the lease
+//! (`<lease_id>:<fencing token>:<owner>`); release and renew are Lua scripts that compare it first
+//! (compare-and-delete, compare-and-pexpire), so nobody releases or extends a lock that expired and was
+//! taken by someone else. The fencing token is an `INCR` of `distlab:fence:<name>` inside the acquire
+//! script, so a grant and its token are one atomic step. Releases `PUBLISH` the lock name on
+//! `distlab:lock:released`, which wakes waiters (see [`super::acquire_waiting`]).
+//!
+//! What it does not promise: a Redis restart without an append-only file loses the fencing counter (the
+//! local stack runs Redis with `appendonly yes`, `appendfsync everysec`: a crash may lose the last second
+//! of increments, so a token could repeat — the resource then still refuses *older* tokens, but not an
+//! equal one); and one instance is a single point of failure — that is what RedLock is for.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Attempt, LockError, WaitQueues, acquire_waiting};
+use crate::lease::{Holder, Lease, LockName, Ttl};
+
+/// The pub/sub channel releases are announced on (message: the lock name).
+pub const RELEASED_CHANNEL: &str = "distlab:lock:released";
+
+pub fn lock_key(name: &LockName) -> String {
+    format!("distlab:lock:{name}")
+}
+
+pub fn fence_key(name: &LockName) -> String {
+    format!("distlab:fence:{name}")
+}
+
+/// `SET NX PX`, and on success the next fencing token. KEYS: lock, fence. ARGV: lease id, ttl ms, owner.
+/// Returns `{1, token}` or `{0, pttl, value}` of the current holder.
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local token = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
+        if redis.call('SET', KEYS[1], ARGV[1] .. ':' .. token .. ':' .. ARGV[3], 'NX', 'PX', ARGV[2]) then
+            return {1, redis.call('INCR', KEYS[2])}
+        end
+        return {0, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1])}
+        ",
+    )
+});
+
+/// RedLock's second step: raise the instance's counter to the lease's token (the highest of the
+/// majority's) and record it in the value, if this instance still holds the lease.
+/// KEYS: lock, fence. ARGV: lease id, token, owner. Returns 1 or 0.
+static FENCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local value = redis.call('GET', KEYS[1])
+        if not value or string.sub(value, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then
+            return 0
+        end
+        if (tonumber(redis.call('GET', KEYS[2])) or 0) < tonumber(ARGV[2]) then
+            redis.call('SET', KEYS[2], ARGV[2])
+        end
+        redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[3], 'KEEPTTL')
+        return 1
+        ",
+    )
+});
+
+/// Compare-and-delete, then announce the release on the channel unless it is empty.
+/// KEYS: lock. ARGV: lease id, channel, name. Returns 1 released, 0 someone else holds it, -1 nobody does.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local value = redis.call('GET', KEYS[1])
+        if not value then return -1 end
+        if string.sub(value, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return 0 end
+        redis.call('DEL', KEYS[1])
+        if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+        return 1
+        ",
+    )
+});
+
+/// Compare-and-pexpire. KEYS: lock. ARGV: lease id, ttl ms. Returns 1 renewed, 0 other holder, -1 none.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local value = redis.call('GET', KEYS[1])
+        if not value then return -1 end
+        if string.sub(value, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return 0 end
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        return 1
+        ",
+    )
+});
+
+/// The holder stored in a lock key's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub lease_id: Uuid,
+    pub fencing_token: u64,
+    pub owner: String,
+}
+
+impl Stored {
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.splitn(3, ':');
+        Some(Self {
+            lease_id: Uuid::parse_str(parts.next()?).ok()?,
+            fencing_token: parts.next()?.parse().ok()?,
+            owner: parts.next()?.to_owned(),
+        })
+    }
+
+    pub fn holder(&self, pttl_ms: i64) -> Holder {
+        Holder {
+            owner: self.owner.clone(),
+            fencing_token: self.fencing_token,
+            expires_at: (pttl_ms >= 0).then(|| expires_in(Duration::from_millis(pttl_ms as u64))),
+        }
+    }
+}
+
+pub fn expires_in(d: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+/// What one instance said to an acquire.
+#[derive(Debug)]
+pub enum InstanceAcquire {
+    Acquired {
+        token: u64,
+    },
+    Held {
+        pttl_ms: i64,
+        holder: Option<Stored>,
+    },
+}
+
+/// What one instance said to a release or renew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compared {
+    Done,
+    OtherHolder,
+    NoHolder,
+}
+
+impl Compared {
+    fn from_code(code: i64) -> Self {
+        match code {
+            1 => Compared::Done,
+            0 => Compared::OtherHolder,
+            _ => Compared::NoHolder,
+        }
+    }
+}
+
+/// One Redis instance: a lazily connecting, reconnecting connection and the lock scripts.
+#[derive(Clone)]
+pub struct Instance {
+    url: String,
+    client: redis::Client,
+    connection: ConnectionManager,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Does not connect: an instance that is down is a fact RedLock must live with, not a start-up error.
+    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(100));
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self {
+            url: url.to_owned(),
+            client,
+            connection,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn try_acquire(
+        &self,
+        name: &LockName,
+        lease_id: Uuid,
+        ttl: Ttl,
+        owner: &str,
+    ) -> Result<InstanceAcquire, LockError> {
+        let reply: Vec<Value> = ACQUIRE
+            .key(lock_key(name))
+            .key(fence_key(name))
+            .arg(lease_id.to_string())
+            .arg(ttl.millis())
+            .arg(owner)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        match int(reply.first()) {
+            Some(1) => Ok(InstanceAcquire::Acquired {
+                token: int(reply.get(1)).unwrap_or_default() as u64,
+            }),
+            Some(0) => Ok(InstanceAcquire::Held {
+                pttl_ms: int(reply.get(1)).unwrap_or(-1),
+                holder: match reply.get(2) {
+                    Some(Value::BulkString(bytes)) => {
+                        Stored::parse(&String::from_utf8_lossy(bytes))
+                    }
+                    _ => None,
+                },
+            }),
+            _ => Err(anyhow::anyhow!("unexpected reply to the acquire script: {reply:?}").into()),
+        }
+    }
+
+    pub async fn fence(
+        &self,
+        name: &LockName,
+        lease_id: Uuid,
+        token: u64,
+        owner: &str,
+    ) -> Result<bool, LockError> {
+        let done: i64 = FENCE
+            .key(lock_key(name))
+            .key(fence_key(name))
+            .arg(lease_id.to_string())
+            .arg(token)
+            .arg(owner)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Compare-and-delete; with `announce`, waiters hear of it at once.
+    pub async fn release(
+        &self,
+        name: &LockName,
+        lease_id: Uuid,
+        announce: bool,
+    ) -> Result<Compared, LockError> {
+        let code: i64 = RELEASE
+            .key(lock_key(name))
+            .arg(lease_id.to_string())
+            .arg(if announce { RELEASED_CHANNEL } else { "" })
+            .arg(name.as_str())
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(Compared::from_code(code))
+    }
+
+    pub async fn renew(
+        &self,
+        name: &LockName,
+        lease_id: Uuid,
+        ttl: Ttl,
+    ) -> Result<Compared, LockError> {
+        let code: i64 = RENEW
+            .key(lock_key(name))
+            .arg(lease_id.to_string())
+            .arg(ttl.millis())
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(Compared::from_code(code))
+    }
+
+    /// The stored holder and its remaining time in ms.
+    pub async fn holder(&self, name: &LockName) -> Result<Option<(Stored, i64)>, LockError> {
+        let (value, pttl): (Option<String>, i64) = redis::pipe()
+            .get(lock_key(name))
+            .pttl(lock_key(name))
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(value.and_then(|v| Stored::parse(&v)).map(|s| (s, pttl)))
+    }
+
+    /// Tells waiters that `name` was released.
+    pub async fn announce(&self, name: &LockName) -> Result<(), LockError> {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(RELEASED_CHANNEL)
+            .arg(name.as_str())
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), LockError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Forwards every release announced on this instance to `sender` until `stop`, reconnecting as needed.
+    pub fn forward_releases(&self, sender: broadcast::Sender<String>, stop: CancellationToken) {
+        let client = self.client.clone();
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            loop {
+                let subscribed = async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(RELEASED_CHANNEL).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                };
+                match tokio::select! { () = stop.cancelled() => return, s = subscribed => s } {
+                    Ok(pubsub) => {
+                        let mut messages = pubsub.into_on_message();
+                        loop {
+                            let message = tokio::select! {
+                                () = stop.cancelled() => return,
+                                m = messages.next() => m,
+                            };
+                            let Some(message) = message else { break };
+                            if let Ok(name) = message.get_payload::<String>() {
+                                let _ = sender.send(name);
+                            }
+                        }
+                        tracing::warn!(%url, "redis release subscription ended; resubscribing");
+                    }
+                    Err(error) => {
+                        tracing::debug!(%url, %error, "cannot subscribe to lock releases yet");
+                    }
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        });
+    }
+}
+
+/// The single-instance Redis lock.
+#[derive(Debug, Clone)]
+pub struct RedisLocks {
+    instance: Instance,
+    released: broadcast::Sender<String>,
+    queues: WaitQueues,
+}
+
+impl RedisLocks {
+    pub fn start(url: &str, stop: CancellationToken) -> anyhow::Result<Self> {
+        let instance = Instance::new(url, Duration::from_secs(2))?;
+        let (released, _) = broadcast::channel(1024);
+        instance.forward_releases(released.clone(), stop);
+        Ok(Self {
+            instance,
+            released,
+            queues: WaitQueues::default(),
+        })
+    }
+
+    pub fn waiters(&self) -> &super::Waiters {
+        &self.queues.waiters
+    }
+
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    pub async fn acquire(
+        &self,
+        name: &LockName,
+        owner: &str,
+        ttl: Ttl,
+        wait: Duration,
+    ) -> Result<Lease, LockError> {
+        acquire_waiting(
+            &self.queues,
+            name.as_str(),
+            name,
+            wait,
+            &self.released,
+            || async {
+                let lease_id = Uuid::new_v4();
+                match self
+                    .instance
+                    .try_acquire(name, lease_id, ttl, owner)
+                    .await?
+                {
+                    InstanceAcquire::Acquired { token } => Ok(Attempt::Acquired(Lease {
+                        lease_id,
+                        fencing_token: token,
+                        expires_at: expires_in(ttl.duration()),
+                        holds: 1,
+                        wakeups: 0,
+                    })),
+                    InstanceAcquire::Held { pttl_ms, holder } => Ok(Attempt::Held {
+                        holder: holder.map(|h| h.holder(pttl_ms)),
+                        retry_in: (pttl_ms >= 0).then(|| Duration::from_millis(pttl_ms as u64)),
+                    }),
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn renew(
+        &self,
+        name: &LockName,
+        lease_id: Uuid,
+        ttl: Ttl,
+    ) -> Result<Lease, LockError> {
+        match self.instance.renew(name, lease_id, ttl).await? {
+            Compared::Done => {
+                let token = self
+                    .instance
+                    .holder(name)
+                    .await?
+                    .map(|(s, _)| s.fencing_token)
+                    .unwrap_or_default();
+                Ok(Lease {
+                    lease_id,
+                    fencing_token: token,
+                    expires_at: expires_in(ttl.duration()),
+                    holds: 1,
+                    wakeups: 0,
+                })
+            }
+            other => Err(refusal(name, lease_id, other)),
+        }
+    }
+
+    pub async fn release(&self, name: &LockName, lease_id: Uuid) -> Result<u32, LockError> {
+        match self.instance.release(name, lease_id, true).await? {
+            Compared::Done => Ok(0),
+            other => Err(refusal(name, lease_id, other)),
+        }
+    }
+
+    pub async fn holder(&self, name: &LockName) -> Result<Option<Holder>, LockError> {
+        Ok(self
+            .instance
+            .holder(name)
+            .await?
+            .map(|(stored, pttl)| stored.holder(pttl)))
+    }
+}
+
+/// The error for a release or renew that compared unequal.
+pub fn refusal(name: &LockName, lease_id: Uuid, compared: Compared) -> LockError {
+    match compared {
+        Compared::OtherHolder => LockError::NotHolder(format!(
+            "lease {lease_id} does not hold lock {name}: another lease does"
+        )),
+        Compared::NoHolder | Compared::Done => LockError::NotFound(format!(
+            "lease {lease_id} does not hold lock {name}: its lease lapsed or was released"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_values_round_trip() {
+        let id = Uuid::new_v4();
+        let stored = Stored::parse(&format!("{id}:42:worker:with:colons"));
+        assert_eq!(
+            stored,
+            Some(Stored {
+                lease_id: id,
+                fencing_token: 42,
+                owner: "worker:with:colons".into()
+            })
+        );
+        assert_eq!(Stored::parse("garbage"), None);
+    }
+}
