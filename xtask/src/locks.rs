@@ -8,7 +8,9 @@
 //! 3. **contended**: 50 clients on one lock name (`wait_ms` 25 s), acquire + release.
 //!
 //! Every client uses its own lock name in 1 and 2 (uncontended). Pairs/s and the p50/p99 of one pair are
-//! measured at the client; medians over the rounds are printed with distlab/raw.
+//! measured at the client; medians over the rounds are printed with distlab/raw. For scale, the run also
+//! measures the HTTP ceiling: two `GET /healthz` per "pair" from the same clients — what any lock behind
+//! HTTP on this machine could at best do.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,6 +131,16 @@ async fn bench_async(args: LockBenchArgs) -> anyhow::Result<()> {
         "bench locks: {} s per phase, {} uncontended clients (each its own lock), {CONTENDERS} contenders on one lock, {} rounds",
         args.seconds, args.clients, args.rounds
     );
+    let mut ceiling_rounds = Vec::new();
+    for round in 0..args.rounds.max(1) {
+        let ceiling = http_ceiling(&http, args.clients, duration).await?;
+        println!(
+            "  http ceiling round {round}: {:>7.0} pairs/s (p50 {:.2} ms, p99 {:.2} ms)",
+            ceiling.pairs_per_s, ceiling.p50_ms, ceiling.p99_ms
+        );
+        ceiling_rounds.push(ceiling);
+    }
+    let ceiling = median_of(&ceiling_rounds);
     let mut summary = Vec::new();
     for backend in backends {
         let mut raw_rounds = Vec::new();
@@ -188,6 +200,10 @@ async fn bench_async(args: LockBenchArgs) -> anyhow::Result<()> {
             contended.pairs_per_s
         );
     }
+    println!(
+        "{:<10} {:>10} {:>9} {:>9} {:>10.0} {:>9.2} {:>9.2}   (two GET /healthz per pair: the HTTP ceiling)",
+        "http", "", "", "", ceiling.pairs_per_s, ceiling.p50_ms, ceiling.p99_ms
+    );
     if let Some((_, raw, distlab, _)) = summary.iter().find(|(b, ..)| *b == "redis") {
         let ratio = distlab.pairs_per_s / raw.pairs_per_s;
         println!(
@@ -203,6 +219,31 @@ async fn bench_async(args: LockBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Two `GET /healthz` of the lock service per pair: HTTP and nothing else.
+async fn http_ceiling(
+    http: &reqwest::Client,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
+    let http = http.clone();
+    measure(clients, duration, move |_| {
+        let http = http.clone();
+        Box::pin(async move {
+            for _ in 0..2 {
+                let response = http.get(format!("{LOCK_URL}/healthz")).send().await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "healthz answered {}",
+                    response.status()
+                );
+                let _ = response.bytes().await?;
+            }
+            Ok(())
+        })
+    })
+    .await
 }
 
 /// Acquire + release through the lock service: each client on its own lock, or all on one (`contended`).

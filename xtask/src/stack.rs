@@ -453,16 +453,14 @@ impl Stack {
                 let exe = self.root.join("target/release").join(binary);
                 anyhow::ensure!(exe.is_file(), "{} is not built", exe.display());
                 let mut command = Command::new(exe);
-                command
-                    .current_dir(&self.root)
-                    .env(
-                        "RUST_LOG",
-                        std::env::var("RUST_LOG").unwrap_or("info".into()),
-                    )
-                    .env(
-                        "ADMIN_TOKEN",
-                        std::env::var("ADMIN_TOKEN").unwrap_or(LOCAL_ADMIN_TOKEN.into()),
-                    );
+                // Without RUST_LOG the services use their own default filter (which quiets chatty crates).
+                if let Ok(filter) = std::env::var("RUST_LOG") {
+                    command.env("RUST_LOG", filter);
+                }
+                command.current_dir(&self.root).env(
+                    "ADMIN_TOKEN",
+                    std::env::var("ADMIN_TOKEN").unwrap_or(LOCAL_ADMIN_TOKEN.into()),
+                );
                 self.spawn(part, &mut command)
             }
         }

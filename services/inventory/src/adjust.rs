@@ -45,7 +45,7 @@ pub struct Adjustment {
 /// Every problem of an adjustment, or the adjustment.
 pub fn validate(input: &AdjustInput) -> Result<Adjustment, Vec<FieldError>> {
     let mut errors = Vec::new();
-    if input.delta == 0 || input.delta.abs() > MAX_STOCK {
+    if input.delta == 0 || !(-MAX_STOCK..=MAX_STOCK).contains(&input.delta) {
         errors.push(FieldError::new(
             "delta",
             format!("must be a non-zero number of units between -{MAX_STOCK} and {MAX_STOCK}"),
@@ -85,6 +85,9 @@ pub enum AdjustError {
     },
     #[error("no product with sku {0}")]
     UnknownSku(String),
+    /// The stock would leave the range of the `integer` column.
+    #[error("the adjustment would take the stock of {0} out of range")]
+    OutOfRange(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -128,7 +131,14 @@ pub async fn apply(
     .bind(sku)
     .bind(adjustment.delta)
     .fetch_optional(&mut *tx)
-    .await?;
+    .await
+    .map_err(|error| match &error {
+        // numeric_value_out_of_range: available + delta overflowed the column.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => {
+            AdjustError::OutOfRange(sku.to_owned())
+        }
+        _ => AdjustError::Database(error),
+    })?;
     let Some(product) = product else {
         return Err(AdjustError::UnknownSku(sku.to_owned()));
     };
@@ -180,6 +190,7 @@ mod tests {
         };
         assert_eq!(fields(validate(&input(0, None))), ["delta"]);
         assert_eq!(fields(validate(&input(MAX_STOCK + 1, None))), ["delta"]);
+        assert_eq!(fields(validate(&input(i64::MIN, None))), ["delta"]);
         assert_eq!(
             fields(validate(&input(1, Some(("", u64::MAX))))),
             ["lock.name", "lock.token"]

@@ -132,6 +132,11 @@ async fn adjust_stock(
             ),
         )
         .with_details(serde_json::json!({"lock": lock, "token": token, "highest_token": highest}))),
+        Err(error @ AdjustError::OutOfRange(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "stock_out_of_range",
+            error.to_string(),
+        )),
         Err(AdjustError::UnknownSku(sku)) => Err(ApiError::not_found(format!("no product with sku {sku}"))),
         Err(AdjustError::Database(error)) => Err(database_error(error)),
     }

@@ -156,3 +156,94 @@ async fn put_creates_then_resets_a_product() {
     assert_eq!(list["products"].as_array().unwrap().len(), 1);
     assert_eq!(list["products"][0]["name"], "Widget 2");
 }
+
+/// `POST /products/{sku}/adjust`: bad input is a 422, an unknown SKU a 404, a fencing token lower than one
+/// already seen for the lock a 409 — and none of them writes anything.
+#[tokio::test]
+async fn adjustments_check_their_input_and_their_fencing_token() {
+    let app = spawn_inventory_service().await;
+    let put = app
+        .put(
+            "FENCED-1",
+            "application/json",
+            r#"{"name":"Fenced","price_cents":1,"stock":5}"#,
+        )
+        .await;
+    assert_eq!(put.status(), StatusCode::OK);
+    let adjust = |sku: &'static str, body: Value| {
+        app.http
+            .post(format!("{}/products/{sku}/adjust", app.url))
+            .json(&body)
+            .send()
+    };
+    let adjustments = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM stock_adjustments")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+    for body in [
+        json!({"delta": 0}),
+        json!({"delta": i64::MIN}),
+        json!({"delta": 1, "lock": {"name": "", "token": 1}}),
+        json!({"delta": 1, "lock": {"name": "stock", "token": u64::MAX}}),
+    ] {
+        let response = adjust("FENCED-1", body.clone()).await.unwrap();
+        expect_error(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+    }
+    for body in [
+        json!({}),
+        json!({"delta": "1"}),
+        json!({"delta": 1, "lock": {"name": "x"}}),
+    ] {
+        let response = adjust("FENCED-1", body).await.unwrap();
+        expect_error(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    }
+    let unknown = adjust(
+        "NO-SUCH-SKU",
+        json!({"delta": -1, "lock": {"name": "stock", "token": 99}}),
+    )
+    .await
+    .unwrap();
+    expect_error(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    let overflow = adjust("FENCED-1", json!({"delta": 2_147_483_647}))
+        .await
+        .unwrap();
+    expect_error(overflow, StatusCode::CONFLICT, "stock_out_of_range").await;
+    assert_eq!(adjustments().await, 0, "nothing refused was written");
+
+    // Token 7 writes; 7 again (the same holder) writes; 6 is refused and changes nothing.
+    for token in [7, 7] {
+        let ok = adjust(
+            "FENCED-1",
+            json!({"delta": -1, "lock": {"name": "stock", "token": token}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+    let stale = adjust(
+        "FENCED-1",
+        json!({"delta": -1, "lock": {"name": "stock", "token": 6}}),
+    )
+    .await
+    .unwrap();
+    let body = expect_error(stale, StatusCode::CONFLICT, "stale_fencing_token").await;
+    assert_eq!(body["error"]["details"]["highest_token"], 7);
+    let product = get_json(&app.http, &format!("{}/products/FENCED-1", app.url)).await;
+    assert_eq!(product["available"], 3);
+    assert_eq!(adjustments().await, 2);
+    // The unknown SKU's token did not raise the fence either: 8 is the next accepted one, not 100.
+    let next = adjust(
+        "FENCED-1",
+        json!({"delta": 1, "lock": {"name": "stock", "token": 8}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+}

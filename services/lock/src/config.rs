@@ -30,7 +30,7 @@ pub struct Config {
     )]
     pub redlock_urls: String,
     /// How long RedLock waits for one instance before counting it as down.
-    #[arg(long, env = "REDLOCK_INSTANCE_TIMEOUT_MS", default_value_t = 50)]
+    #[arg(long, env = "REDLOCK_INSTANCE_TIMEOUT_MS", default_value_t = 100)]
     pub redlock_instance_timeout_ms: u64,
     /// ZooKeeper connection string.
     #[arg(long, env = "ZOOKEEPER", default_value = "127.0.0.1:12181")]

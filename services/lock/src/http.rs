@@ -3,6 +3,7 @@
 //! `POST /locks/{name}/acquire|renew|release` and `GET /locks/{name}?backend=`. Requests are parsed into
 //! [`crate::lease`] types first; every problem with a request is reported at once, as a 422.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -31,7 +32,7 @@ pub fn router(locks: Locks) -> Router {
         .route("/locks//renew", post(empty_name))
         .route("/locks//release", post(empty_name))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(locks)
+        .with_state(Arc::new(locks))
 }
 
 #[derive(OpenApi)]
@@ -180,7 +181,7 @@ fn outcome<T>(result: &Result<T, LockError>) -> &'static str {
     responses((status = 200, body = Lease), (status = 409, body = ErrorBody, description = "lock_held"),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn acquire(
-    State(locks): State<Locks>,
+    State(locks): State<Arc<Locks>>,
     Path(name): Path<String>,
     Json(request): Json<AcquireRequest>,
 ) -> Result<Json<Lease>, ApiError> {
@@ -208,7 +209,7 @@ async fn acquire(
     responses((status = 200, body = Lease), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn renew(
-    State(locks): State<Locks>,
+    State(locks): State<Arc<Locks>>,
     Path(name): Path<String>,
     Json(request): Json<RenewRequest>,
 ) -> Result<Json<Lease>, ApiError> {
@@ -234,7 +235,7 @@ async fn renew(
     responses((status = 200, body = Released), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn release(
-    State(locks): State<Locks>,
+    State(locks): State<Arc<Locks>>,
     Path(name): Path<String>,
     Json(request): Json<ReleaseRequest>,
 ) -> Result<Json<Released>, ApiError> {
@@ -261,7 +262,7 @@ async fn release(
     params(("name" = String, Path), BackendQuery),
     responses((status = 200, body = LockState), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn get_holder(
-    State(locks): State<Locks>,
+    State(locks): State<Arc<Locks>>,
     Path(name): Path<String>,
     Query(query): Query<BackendQuery>,
 ) -> Result<Json<LockState>, ApiError> {

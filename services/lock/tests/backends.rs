@@ -142,6 +142,13 @@ async fn strangers_are_refused(backend: &'static str) {
     let holder = locks.holder(backend, &name).await;
     assert_eq!(holder["owner"], "holder");
     assert_eq!(holder["fencing_token"], lease["fencing_token"]);
+    let expires = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v["expires_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        expires(&holder) <= expires(&lease) + chrono::Duration::seconds(1),
+        "{backend}: the stranger's renew extended the lease: {holder} vs {lease}"
+    );
     // Someone else still cannot take it; the holder can renew and release, once.
     let busy = locks
         .try_acquire(backend, &name, "other", 10_000, 0)

@@ -27,7 +27,10 @@ use crate::lease::{Backend, Holder, Lease, LockName, Ttl};
 
 /// Longest a waiter sleeps between two attempts when no notification comes: a backstop against a lost
 /// notification (a dropped pub/sub connection), not the wake-up path.
-pub const BACKSTOP: Duration = Duration::from_secs(1);
+pub const BACKSTOP: Duration = Duration::from_secs(2);
+
+/// How soon a waiter tries again after the store did not answer.
+pub const UNAVAILABLE_RETRY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -171,10 +174,14 @@ where
     let deadline = Instant::now() + wait;
     // Subscribe before the first attempt, so a release between the attempt and the wait is not missed.
     let mut released = wake.subscribe();
-    let mut last_holder = match attempt().await? {
-        Attempt::Acquired(lease) => return Ok(lease),
-        Attempt::Held { holder, .. } if wait.is_zero() => return Err(LockError::Held { holder }),
-        Attempt::Held { holder, .. } => holder,
+    let mut last_holder = match attempt().await {
+        Ok(Attempt::Acquired(lease)) => return Ok(lease),
+        Ok(Attempt::Held { holder, .. }) if wait.is_zero() => {
+            return Err(LockError::Held { holder });
+        }
+        Ok(Attempt::Held { holder, .. }) => holder,
+        Err(LockError::Unavailable(_)) if !wait.is_zero() => None,
+        Err(error) => return Err(error),
     };
     let queue = queues.queue(queue_key);
     let Ok(_turn) = tokio::time::timeout_at(deadline, queue.lock()).await else {
@@ -186,26 +193,34 @@ where
     loop {
         // Drain notifications older than this attempt: the attempt sees their effect.
         released = released.resubscribe();
-        match attempt().await? {
-            Attempt::Acquired(mut lease) => {
+        let nap = match attempt().await {
+            Ok(Attempt::Acquired(mut lease)) => {
                 lease.wakeups = wakeups;
                 return Ok(lease);
             }
-            Attempt::Held { holder, retry_in } => {
+            Ok(Attempt::Held { holder, retry_in }) => {
                 last_holder = holder;
-                let now = Instant::now();
-                if now >= deadline {
+                if Instant::now() >= deadline {
                     return Err(LockError::Held {
                         holder: last_holder,
                     });
                 }
-                let nap = retry_in.unwrap_or(BACKSTOP).min(BACKSTOP);
-                let until = (now + nap).min(deadline);
-                let _waiting = queues.waiters.enter(name.as_str());
-                if wait_for(&mut released, name.as_str(), until).await {
-                    wakeups += 1;
-                }
+                retry_in.unwrap_or(BACKSTOP).min(BACKSTOP)
             }
+            // A slow or briefly unreachable store is retried while the caller is willing to wait.
+            Err(LockError::Unavailable(message)) => {
+                if Instant::now() >= deadline {
+                    return Err(LockError::Unavailable(message));
+                }
+                tracing::debug!(lock = %name, %message, "lock store unavailable; retrying");
+                UNAVAILABLE_RETRY
+            }
+            Err(error) => return Err(error),
+        };
+        let until = (Instant::now() + nap).min(deadline);
+        let _waiting = queues.waiters.enter(name.as_str());
+        if wait_for(&mut released, name.as_str(), until).await {
+            wakeups += 1;
         }
     }
 }

@@ -157,22 +157,25 @@ impl PgLocks {
         ttl: Ttl,
     ) -> Result<Attempt, LockError> {
         let granted: Option<Granted> = sqlx::query_as(
-            "INSERT INTO locks AS l (name, lease_id, owner, hold_count, fencing_token, expires_at)
-             VALUES ($1, $2, $3, 1, nextval('lock_fencing_tokens'),
-                     clock_timestamp() + $4 * interval '1 millisecond')
+            // The clock is read once: EXCLUDED.acquired_at is "now" for every comparison below.
+            "WITH now AS (SELECT clock_timestamp() AS t)
+             INSERT INTO locks AS l
+                 (name, lease_id, owner, hold_count, fencing_token, acquired_at, expires_at)
+             SELECT $1, $2, $3, 1, nextval('lock_fencing_tokens'), t, t + $4 * interval '1 millisecond'
+             FROM now
              ON CONFLICT (name) DO UPDATE SET
-                 lease_id      = CASE WHEN l.expires_at > clock_timestamp() THEN l.lease_id
+                 lease_id      = CASE WHEN l.expires_at > EXCLUDED.acquired_at THEN l.lease_id
                                       ELSE EXCLUDED.lease_id END,
-                 hold_count    = CASE WHEN l.expires_at > clock_timestamp() THEN l.hold_count + 1
+                 hold_count    = CASE WHEN l.expires_at > EXCLUDED.acquired_at THEN l.hold_count + 1
                                       ELSE 1 END,
-                 fencing_token = CASE WHEN l.expires_at > clock_timestamp() THEN l.fencing_token
+                 fencing_token = CASE WHEN l.expires_at > EXCLUDED.acquired_at THEN l.fencing_token
                                       ELSE EXCLUDED.fencing_token END,
+                 acquired_at   = CASE WHEN l.expires_at > EXCLUDED.acquired_at THEN l.acquired_at
+                                      ELSE EXCLUDED.acquired_at END,
                  owner         = EXCLUDED.owner,
-                 acquired_at   = CASE WHEN l.expires_at > clock_timestamp() THEN l.acquired_at
-                                      ELSE clock_timestamp() END,
                  expires_at    = GREATEST(l.expires_at, EXCLUDED.expires_at)
              -- Take over an expired lease, or re-enter our own live one.
-             WHERE l.expires_at <= clock_timestamp() OR l.owner = EXCLUDED.owner
+             WHERE l.expires_at <= EXCLUDED.acquired_at OR l.owner = EXCLUDED.owner
              RETURNING lease_id, fencing_token, expires_at, hold_count",
         )
         .bind(name.as_str())

@@ -4,9 +4,9 @@
 //! crash between the two can not leave a lock without expiry. The value names the lease
 //! (`<lease_id>:<fencing token>:<owner>`); release and renew are Lua scripts that compare it first
 //! (compare-and-delete, compare-and-pexpire), so nobody releases or extends a lock that expired and was
-//! taken by someone else. The fencing token is an `INCR` of `distlab:fence:<name>` inside the acquire
-//! script, so a grant and its token are one atomic step. Releases `PUBLISH` the lock name on
-//! `distlab:lock:released`, which wakes waiters (see [`super::acquire_waiting`]).
+//! taken by someone else. The fencing token is an `INCR` of `distlab:redis:fence:<name>` inside the
+//! acquire script, so a grant and its token are one atomic step. Releases `PUBLISH` the lock name on
+//! `distlab:redis:released`, which wakes waiters (see [`super::acquire_waiting`]).
 //!
 //! What it does not promise: a Redis restart without an append-only file loses the fencing counter (the
 //! local stack runs Redis with `appendonly yes`, `appendfsync everysec`: a crash may lose the last second
@@ -26,15 +26,34 @@ use uuid::Uuid;
 use super::{Attempt, LockError, WaitQueues, acquire_waiting};
 use crate::lease::{Holder, Lease, LockName, Ttl};
 
-/// The pub/sub channel releases are announced on (message: the lock name).
-pub const RELEASED_CHANNEL: &str = "distlab:lock:released";
-
-pub fn lock_key(name: &LockName) -> String {
-    format!("distlab:lock:{name}")
+/// Which backend's keys an instance holds: the redis backend and RedLock share the stack's first instance,
+/// so each has its own keys (`distlab:<backend>:lock:<name>`, `…:fence:<name>`) and release channel
+/// (`distlab:<backend>:released`, message: the lock name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    Redis,
+    Redlock,
 }
 
-pub fn fence_key(name: &LockName) -> String {
-    format!("distlab:fence:{name}")
+impl Namespace {
+    fn prefix(self) -> &'static str {
+        match self {
+            Namespace::Redis => "distlab:redis",
+            Namespace::Redlock => "distlab:redlock",
+        }
+    }
+
+    pub fn lock_key(self, name: &LockName) -> String {
+        format!("{}:lock:{name}", self.prefix())
+    }
+
+    pub fn fence_key(self, name: &LockName) -> String {
+        format!("{}:fence:{name}", self.prefix())
+    }
+
+    pub fn released_channel(self) -> String {
+        format!("{}:released", self.prefix())
+    }
 }
 
 /// `SET NX PX`, and on success the next fencing token. KEYS: lock, fence. ARGV: lease id, ttl ms, owner.
@@ -85,15 +104,16 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// Compare-and-pexpire. KEYS: lock. ARGV: lease id, ttl ms. Returns 1 renewed, 0 other holder, -1 none.
+/// Compare-and-pexpire. KEYS: lock. ARGV: lease id, ttl ms.
+/// Returns `{1, value}` renewed (the value carries the lease's token), `{0}` other holder, `{-1}` none.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         local value = redis.call('GET', KEYS[1])
-        if not value then return -1 end
-        if string.sub(value, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return 0 end
+        if not value then return {-1} end
+        if string.sub(value, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return {0} end
         redis.call('PEXPIRE', KEYS[1], ARGV[2])
-        return 1
+        return {1, value}
         ",
     )
 });
@@ -163,6 +183,8 @@ impl Compared {
 #[derive(Clone)]
 pub struct Instance {
     url: String,
+    namespace: Namespace,
+    channel: String,
     client: redis::Client,
     connection: ConnectionManager,
 }
@@ -177,7 +199,9 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     /// Does not connect: an instance that is down is a fact RedLock must live with, not a start-up error.
-    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+    /// `timeout` bounds connecting and each reply; RedLock bounds its calls more tightly itself, without
+    /// tearing down a connection that was merely slow once.
+    pub fn new(url: &str, namespace: Namespace, timeout: Duration) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -187,6 +211,8 @@ impl Instance {
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Self {
             url: url.to_owned(),
+            namespace,
+            channel: namespace.released_channel(),
             client,
             connection,
         })
@@ -204,8 +230,8 @@ impl Instance {
         owner: &str,
     ) -> Result<InstanceAcquire, LockError> {
         let reply: Vec<Value> = ACQUIRE
-            .key(lock_key(name))
-            .key(fence_key(name))
+            .key(self.namespace.lock_key(name))
+            .key(self.namespace.fence_key(name))
             .arg(lease_id.to_string())
             .arg(ttl.millis())
             .arg(owner)
@@ -240,8 +266,8 @@ impl Instance {
         owner: &str,
     ) -> Result<bool, LockError> {
         let done: i64 = FENCE
-            .key(lock_key(name))
-            .key(fence_key(name))
+            .key(self.namespace.lock_key(name))
+            .key(self.namespace.fence_key(name))
             .arg(lease_id.to_string())
             .arg(token)
             .arg(owner)
@@ -258,35 +284,55 @@ impl Instance {
         announce: bool,
     ) -> Result<Compared, LockError> {
         let code: i64 = RELEASE
-            .key(lock_key(name))
+            .key(self.namespace.lock_key(name))
             .arg(lease_id.to_string())
-            .arg(if announce { RELEASED_CHANNEL } else { "" })
+            .arg(if announce { self.channel.as_str() } else { "" })
             .arg(name.as_str())
             .invoke_async(&mut self.connection.clone())
             .await?;
         Ok(Compared::from_code(code))
     }
 
+    /// Compare-and-pexpire: the lease's fencing token if it is still this lease's, else who has it.
     pub async fn renew(
         &self,
         name: &LockName,
         lease_id: Uuid,
         ttl: Ttl,
-    ) -> Result<Compared, LockError> {
-        let code: i64 = RENEW
-            .key(lock_key(name))
+    ) -> Result<Result<u64, Compared>, LockError> {
+        let reply: Vec<Value> = RENEW
+            .key(self.namespace.lock_key(name))
             .arg(lease_id.to_string())
             .arg(ttl.millis())
             .invoke_async(&mut self.connection.clone())
             .await?;
-        Ok(Compared::from_code(code))
+        let code = match reply.first() {
+            Some(Value::Int(code)) => *code,
+            _ => {
+                return Err(
+                    anyhow::anyhow!("unexpected reply to the renew script: {reply:?}").into(),
+                );
+            }
+        };
+        match Compared::from_code(code) {
+            Compared::Done => match reply.get(1) {
+                Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+                _ => None,
+            }
+            .as_deref()
+            .and_then(Stored::parse)
+            .filter(|stored| stored.lease_id == lease_id)
+            .map(|stored| Ok(stored.fencing_token))
+            .ok_or_else(|| anyhow::anyhow!("the renew script returned no lease value").into()),
+            refused => Ok(Err(refused)),
+        }
     }
 
     /// The stored holder and its remaining time in ms.
     pub async fn holder(&self, name: &LockName) -> Result<Option<(Stored, i64)>, LockError> {
         let (value, pttl): (Option<String>, i64) = redis::pipe()
-            .get(lock_key(name))
-            .pttl(lock_key(name))
+            .get(self.namespace.lock_key(name))
+            .pttl(self.namespace.lock_key(name))
             .query_async(&mut self.connection.clone())
             .await?;
         Ok(value.and_then(|v| Stored::parse(&v)).map(|s| (s, pttl)))
@@ -295,7 +341,7 @@ impl Instance {
     /// Tells waiters that `name` was released.
     pub async fn announce(&self, name: &LockName) -> Result<(), LockError> {
         let _: i64 = redis::cmd("PUBLISH")
-            .arg(RELEASED_CHANNEL)
+            .arg(&self.channel)
             .arg(name.as_str())
             .query_async(&mut self.connection.clone())
             .await?;
@@ -313,12 +359,13 @@ impl Instance {
     pub fn forward_releases(&self, sender: broadcast::Sender<String>, stop: CancellationToken) {
         let client = self.client.clone();
         let url = self.url.clone();
+        let channel = self.channel.clone();
         tokio::spawn(async move {
             use futures::StreamExt;
             loop {
                 let subscribed = async {
                     let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(RELEASED_CHANNEL).await?;
+                    pubsub.subscribe(&channel).await?;
                     Ok::<_, redis::RedisError>(pubsub)
                 };
                 match tokio::select! { () = stop.cancelled() => return, s = subscribed => s } {
@@ -359,7 +406,7 @@ pub struct RedisLocks {
 
 impl RedisLocks {
     pub fn start(url: &str, stop: CancellationToken) -> anyhow::Result<Self> {
-        let instance = Instance::new(url, Duration::from_secs(2))?;
+        let instance = Instance::new(url, Namespace::Redis, Duration::from_secs(2))?;
         let (released, _) = broadcast::channel(1024);
         instance.forward_releases(released.clone(), stop);
         Ok(Self {
@@ -421,22 +468,14 @@ impl RedisLocks {
         ttl: Ttl,
     ) -> Result<Lease, LockError> {
         match self.instance.renew(name, lease_id, ttl).await? {
-            Compared::Done => {
-                let token = self
-                    .instance
-                    .holder(name)
-                    .await?
-                    .map(|(s, _)| s.fencing_token)
-                    .unwrap_or_default();
-                Ok(Lease {
-                    lease_id,
-                    fencing_token: token,
-                    expires_at: expires_in(ttl.duration()),
-                    holds: 1,
-                    wakeups: 0,
-                })
-            }
-            other => Err(refusal(name, lease_id, other)),
+            Ok(token) => Ok(Lease {
+                lease_id,
+                fencing_token: token,
+                expires_at: expires_in(ttl.duration()),
+                holds: 1,
+                wakeups: 0,
+            }),
+            Err(refused) => Err(refusal(name, lease_id, refused)),
         }
     }
 

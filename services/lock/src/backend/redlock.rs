@@ -29,9 +29,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::redis::{Compared, Instance, InstanceAcquire, Stored, expires_in, refusal};
+use super::redis::{Compared, Instance, InstanceAcquire, Namespace, Stored, expires_in, refusal};
 use super::{Attempt, LockError, WaitQueues, acquire_waiting};
 use crate::lease::{Holder, Lease, LockName, Ttl, quorum, redlock_validity};
+
+/// How long an instance's connection may take to connect or answer before it is rebuilt; each RedLock
+/// call is bounded far more tightly by [`RedLock::start`]'s `timeout`.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many times a release asks the instances that did not answer.
+const RELEASE_ROUNDS: usize = 3;
 
 /// The RedLock backend.
 #[derive(Debug, Clone)]
@@ -57,7 +64,7 @@ impl RedLock {
         let (released, _) = broadcast::channel(1024);
         let instances = urls
             .iter()
-            .map(|url| Instance::new(url, timeout))
+            .map(|url| Instance::new(url, Namespace::Redlock, CONNECTION_TIMEOUT))
             .collect::<anyhow::Result<Vec<_>>>()?;
         for instance in &instances {
             instance.forward_releases(released.clone(), stop.clone());
@@ -187,9 +194,9 @@ impl RedLock {
             }
         }
         // Step 3: not held — undo whatever was taken, everywhere.
+        // Silently: announcing would wake this caller's own wait (and everyone else's) for nothing.
         if !granted.is_empty() {
             self.on_all(|i| i.release(name, lease_id, false)).await;
-            self.on_all(|i| i.announce(name)).await;
         }
         if answered < quorum(n) {
             return Err(LockError::Unavailable(format!(
@@ -200,7 +207,8 @@ impl RedLock {
         Ok(Attempt::Held { holder, retry_in })
     }
 
-    /// Extends the lease on a majority, or fails (and the lease is as good as lost).
+    /// Extends the lease on a majority, or fails — and then gives up what it still had, since a lease
+    /// without a majority is lost and its leftover keys would only block their instances.
     pub async fn renew(
         &self,
         name: &LockName,
@@ -210,33 +218,73 @@ impl RedLock {
         let n = self.instances.len();
         let start = Instant::now();
         let answers = self.on_all(|i| i.renew(name, lease_id, ttl)).await;
-        let renewed = count(&answers, Compared::Done);
-        match redlock_validity(n, renewed, ttl.duration(), start.elapsed()) {
-            Some(validity) => {
-                let token = self
-                    .holder_stored(name)
-                    .await?
-                    .filter(|s| s.lease_id == lease_id)
-                    .map(|s| s.fencing_token)
-                    .unwrap_or_default();
-                Ok(Lease {
-                    lease_id,
-                    fencing_token: token,
-                    expires_at: expires_in(validity),
-                    holds: 1,
-                    wakeups: 0,
+        // Every fenced instance stores the lease's token; an instance left out of the fence step stores a
+        // lower one. So the highest is the lease's.
+        let tokens: Vec<u64> = answers
+            .iter()
+            .filter_map(|a| match a {
+                Ok(Ok(token)) => Some(*token),
+                _ => None,
+            })
+            .collect();
+        let compared: Vec<Result<Compared, LockError>> = answers
+            .into_iter()
+            .map(|a| {
+                a.map(|renewed| match renewed {
+                    Ok(_) => Compared::Done,
+                    Err(refused) => refused,
                 })
+            })
+            .collect();
+        match redlock_validity(n, tokens.len(), ttl.duration(), start.elapsed()) {
+            Some(validity) => Ok(Lease {
+                lease_id,
+                fencing_token: tokens.iter().copied().max().unwrap_or_default(),
+                expires_at: expires_in(validity),
+                holds: 1,
+                wakeups: 0,
+            }),
+            None => {
+                if !tokens.is_empty() {
+                    self.on_all(|i| i.release(name, lease_id, false)).await;
+                }
+                Err(self.refused(name, lease_id, &compared))
             }
-            None => Err(self.refused(name, lease_id, &answers)),
         }
     }
 
-    /// Releases on every instance; succeeds if any instance still had the lease. Waiters are told only
+    /// Releases on every instance. It was the holder's only if a majority still had the lease; otherwise
+    /// the leftovers are deleted all the same and the answer says whose the lock is. Waiters are told only
     /// once every instance has answered: woken earlier, they would find the lock still held on the others.
     pub async fn release(&self, name: &LockName, lease_id: Uuid) -> Result<u32, LockError> {
-        let answers = self.on_all(|i| i.release(name, lease_id, false)).await;
-        if count(&answers, Compared::Done) > 0 {
+        // Compare-and-delete is idempotent, so instances that did not answer are asked again: a release
+        // lost to one slow reply would otherwise leave the lock held for a whole TTL.
+        let mut answers: Vec<Result<Compared, LockError>> = Vec::new();
+        for round in 0..RELEASE_ROUNDS {
+            let this_round = self.on_all(|i| i.release(name, lease_id, false)).await;
+            answers = if round == 0 {
+                this_round
+            } else {
+                answers
+                    .into_iter()
+                    .zip(this_round)
+                    .map(|(before, now)| match (before, now) {
+                        (Ok(known), _) => Ok(known),
+                        // The earlier, unanswered delete may well have happened.
+                        (Err(_), Ok(Compared::NoHolder)) => Ok(Compared::Done),
+                        (Err(_), now) => now,
+                    })
+                    .collect()
+            };
+            if answers.iter().all(|a| a.is_ok()) {
+                break;
+            }
+        }
+        let released = count(&answers, Compared::Done);
+        if released > 0 {
             self.on_all(|i| i.announce(name)).await;
+        }
+        if released >= quorum(self.instances.len()) {
             Ok(0)
         } else {
             Err(self.refused(name, lease_id, &answers))
@@ -262,11 +310,8 @@ impl RedLock {
         }
     }
 
-    /// The lease stored on a majority of instances, if any.
-    async fn holder_stored(&self, name: &LockName) -> Result<Option<Stored>, LockError> {
-        Ok(self.holder_with_ttl(name).await?.map(|(s, _)| s))
-    }
-
+    /// The lease stored on a majority of instances, if any, with its token (the highest stored: the
+    /// fenced one) and the least time it has left.
     async fn holder_with_ttl(&self, name: &LockName) -> Result<Option<(Stored, i64)>, LockError> {
         let answers = self.on_all(|i| i.holder(name)).await;
         let answered = answers.iter().filter(|a| a.is_ok()).count();
@@ -277,24 +322,30 @@ impl RedLock {
             )));
         }
         let found: Vec<(Stored, i64)> = answers.into_iter().flatten().flatten().collect();
-        Ok(found
+        let quorum = quorum(self.instances.len());
+        let Some((leader, _)) = found.iter().find(|(candidate, _)| {
+            found
+                .iter()
+                .filter(|(s, _)| s.lease_id == candidate.lease_id)
+                .count()
+                >= quorum
+        }) else {
+            return Ok(None);
+        };
+        let same: Vec<&(Stored, i64)> = found
             .iter()
-            .find(|(candidate, _)| {
-                found
-                    .iter()
-                    .filter(|(s, _)| s.lease_id == candidate.lease_id)
-                    .count()
-                    >= quorum(self.instances.len())
-            })
-            .map(|(stored, _)| {
-                let pttl = found
-                    .iter()
-                    .filter(|(s, _)| s.lease_id == stored.lease_id)
-                    .map(|(_, t)| *t)
-                    .min()
-                    .unwrap_or(-1);
-                (stored.clone(), pttl)
-            }))
+            .filter(|(s, _)| s.lease_id == leader.lease_id)
+            .collect();
+        let stored = Stored {
+            fencing_token: same
+                .iter()
+                .map(|(s, _)| s.fencing_token)
+                .max()
+                .unwrap_or_default(),
+            ..leader.clone()
+        };
+        let pttl = same.iter().map(|(_, t)| *t).min().unwrap_or(-1);
+        Ok(Some((stored, pttl)))
     }
 
     pub async fn holder(&self, name: &LockName) -> Result<Option<Holder>, LockError> {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use uuid::Uuid;
 use zookeeper_client as zk;
@@ -69,7 +69,7 @@ pub struct ZkLocks {
     leases: Arc<Mutex<HashMap<Uuid, HeldLease>>>,
     made: Arc<Mutex<HashSet<String>>>,
     waiters: Waiters,
-    observer: Arc<OnceCell<zk::Client>>,
+    observer: Arc<tokio::sync::Mutex<Option<zk::Client>>>,
 }
 
 fn zk_error(error: zk::Error) -> LockError {
@@ -130,17 +130,15 @@ impl ZkLocks {
         connector.connect(&self.cluster).await.map_err(zk_error)
     }
 
-    /// A long-lived session for reads and for creating lock directories.
-    async fn observer(&self) -> Result<&zk::Client, LockError> {
-        let client = self
-            .observer
-            .get_or_try_init(|| self.connect(Duration::from_secs(30)))
-            .await?;
-        if client.state().is_terminated() {
-            return Err(LockError::Unavailable(
-                "the service's zookeeper session ended".into(),
-            ));
+    /// A long-lived session for reads and for creating lock directories, opened again if it ended (an
+    /// outage longer than its timeout expires it).
+    async fn observer(&self) -> Result<zk::Client, LockError> {
+        let mut observer = self.observer.lock().await;
+        if let Some(client) = observer.as_ref().filter(|c| !c.state().is_terminated()) {
+            return Ok(client.clone());
         }
+        let client = self.connect(Duration::from_secs(30)).await?;
+        *observer = Some(client.clone());
         Ok(client)
     }
 
@@ -297,18 +295,22 @@ impl ZkLocks {
     ) {
         let leases = self.leases.clone();
         tokio::spawn(async move {
-            loop {
+            let lease = loop {
                 let until = *deadline.borrow_and_update();
-                tokio::select! {
-                    () = tokio::time::sleep_until(until) => break,
-                    changed = deadline.changed() => if changed.is_err() { return },
-                    s = state.changed() => if s.is_terminated() { break },
+                let ended = tokio::select! {
+                    () = tokio::time::sleep_until(until) => false,
+                    changed = deadline.changed() => if changed.is_err() { return } else { continue },
+                    s = state.changed() => if s.is_terminated() { true } else { continue },
+                };
+                // Decide under the map's lock, which a renewal also takes: a renewal that got in first wins.
+                let mut leases = leases.lock().unwrap_or_else(|p| p.into_inner());
+                let renewed = leases
+                    .get(&lease_id)
+                    .is_some_and(|l| *l.deadline.borrow() > Instant::now());
+                if ended || !renewed {
+                    break leases.remove(&lease_id);
                 }
-            }
-            let lease = leases
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&lease_id);
+            };
             if let Some(lease) = lease {
                 tracing::info!(lock = %lease.name, %lease_id, "zookeeper lease lapsed; closing its session");
                 let _ = lease.client.delete(&lease.path, None).await;
