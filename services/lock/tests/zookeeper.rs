@@ -132,3 +132,41 @@ async fn an_expired_session_releases_the_lock() {
     assert!(next.fencing_token > held.fencing_token);
     assert_eq!(next.wakeups, 1, "woken by the node's deletion");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_lock_directory_is_reaped_and_made_again() {
+    setup();
+    let locks = locks(Watch::Predecessor);
+    let lock = name();
+    let zk = zookeeper_client::Client::connect(&distlab_testkit::zookeeper())
+        .await
+        .unwrap();
+    let dir = format!("/distlab/test-locks/{lock}");
+    let first = locks
+        .acquire(&lock, "a", ttl(10_000), Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(
+        zk.check_stat(&dir).await.unwrap().is_some(),
+        "{dir} holds the lease node"
+    );
+    locks.release(&lock, first.lease_id).await.unwrap();
+    // The directory is a container node: ZooKeeper removes it once its last lease node is gone.
+    distlab_testkit::eventually(
+        "ZooKeeper to reap the empty lock directory",
+        Duration::from_secs(30),
+        || {
+            let (zk, dir) = (zk.clone(), dir.clone());
+            async move { zk.check_stat(&dir).await.unwrap().is_none().then_some(()) }
+        },
+    )
+    .await;
+    // The backend still believes it made the directory; it finds out and makes it again.
+    let second = locks
+        .acquire(&lock, "b", ttl(10_000), Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(second.fencing_token > first.fencing_token);
+    assert!(zk.check_stat(&dir).await.unwrap().is_some());
+    locks.release(&lock, second.lease_id).await.unwrap();
+}

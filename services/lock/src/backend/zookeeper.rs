@@ -1,6 +1,6 @@
 //! Zookeeper 的有序节点 — the seed's ZooKeeper lock, step by step:
 //!
-//! - the lock is a persistent directory, `/distlab/locks/<name>`;
+//! - the lock is a directory, `/distlab/locks/<name>` (a container node: ZooKeeper removes it once empty);
 //! - each caller creates an **ephemeral sequential** child `lease-<seq>` in its own ZooKeeper session;
 //! - it lists the children: if its node has the lowest sequence it holds the lock, otherwise it watches
 //!   **only its predecessor** and repeats when that node goes — so one release wakes one waiter, not all of
@@ -151,7 +151,9 @@ impl ZkLocks {
         {
             return Ok(());
         }
-        let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        // Containers: ZooKeeper deletes a lock's directory once its last lease node is gone, so names used
+        // once do not pile up (`acquire` recreates a directory reaped under it).
+        let options = zk::CreateMode::Container.with_acls(zk::Acls::anyone_all());
         match self.observer().await?.mkdir(dir, &options).await {
             Ok(()) | Err(zk::Error::NodeExists) => {}
             Err(error) => return Err(zk_error(error)),
@@ -181,10 +183,20 @@ impl ZkLocks {
         })
         .map_err(anyhow::Error::from)?;
         let options = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
-        let (stat, sequence) = client
-            .create(&format!("{dir}/{NODE_PREFIX}"), &data, &options)
-            .await
-            .map_err(zk_error)?;
+        let prefix = format!("{dir}/{NODE_PREFIX}");
+        let (stat, sequence) = match client.create(&prefix, &data, &options).await {
+            Err(zk::Error::NoNode) => {
+                // The empty directory was reaped since we made it: make it again, once.
+                self.made
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&dir);
+                self.ensure_dir(&dir).await?;
+                client.create(&prefix, &data, &options).await
+            }
+            created => created,
+        }
+        .map_err(zk_error)?;
         let mine = format!("{NODE_PREFIX}{sequence}");
         let path = format!("{dir}/{mine}");
         let mut wakeups = 0;
