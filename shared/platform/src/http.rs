@@ -266,7 +266,27 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
+    /// Once `shutdown` is cancelled, requests already running finish, and any new one — even on a
+    /// connection that was open before — is answered 503 `shutting_down` instead of being served by a
+    /// service that is stopping (or, in tests, has crashed).
     pub fn new(listener: TcpListener, router: Router, shutdown: CancellationToken) -> Self {
+        let stopping = shutdown.clone();
+        let router = router.layer(middleware::from_fn(move |request: Request, next: Next| {
+            let stopping = stopping.clone();
+            async move {
+                if stopping.is_cancelled() {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "shutting_down",
+                        "the service is shutting down",
+                    )
+                    .with_retry_after(1)
+                    .into_response()
+                } else {
+                    next.run(request).await
+                }
+            }
+        }));
         Self {
             listener,
             router,
@@ -365,5 +385,27 @@ mod tests {
             .await
             .expect("stops");
         assert!(outcome.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn requests_after_the_shutdown_signal_are_refused_with_503() {
+        use tower::ServiceExt;
+        let shutdown = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let router = Router::new().route("/work", get(|| async { "done" }));
+        let service = Service::new(listener, router, shutdown.clone());
+        let request = || {
+            axum::http::Request::get("/work")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let before = service.router.clone().oneshot(request()).await.unwrap();
+        assert_eq!(before.status(), StatusCode::OK);
+        shutdown.cancel();
+        let after = service.router.clone().oneshot(request()).await.unwrap();
+        assert_eq!(after.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(after.into_body(), 4096).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "shutting_down");
     }
 }
