@@ -410,19 +410,55 @@ impl TestSystem {
 
     /// Waits until no order is PENDING any more.
     pub async fn wait_until_all_decided(&self, timeout: Duration) {
-        eventually(
-            "every order to be CONFIRMED or REJECTED",
-            timeout,
-            || async {
-                let pending: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
-                        .fetch_one(&self.orders_db)
-                        .await
-                        .unwrap();
-                (pending == 0).then_some(())
-            },
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'PENDING'")
+                    .fetch_one(&self.orders_db)
+                    .await
+                    .unwrap();
+            if pending == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for every order to be CONFIRMED or REJECTED: \
+                     {pending} still PENDING; where the flow stands: {}",
+                    self.flow_state().await
+                );
+            }
+            tokio::time::sleep(distlab_testkit::POLL_INTERVAL).await;
+        }
+    }
+
+    /// Where each hop of the outbox flow stands (for a test that timed out): the two outboxes (rows, most
+    /// attempts, a last error), what the inventory decided, what each side's consumers applied.
+    async fn flow_state(&self) -> String {
+        async fn one(db: &sqlx::PgPool, sql: &str) -> String {
+            match sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(db)
+                .await
+            {
+                Ok(text) => text,
+                Err(error) => format!("<{error}>"),
+            }
+        }
+        let outbox = "SELECT format('%s rows, max attempts %s, last error %s', count(*), \
+                      coalesce(max(attempts), 0), coalesce(max(last_error), '-')) FROM outbox";
+        let applied = "SELECT count(*)::text FROM processed_messages";
+        format!(
+            "order outbox: {}; inventory outbox: {}; inventory decided {} orders; messages applied: \
+             inventory {}, order {}",
+            one(&self.orders_db, outbox).await,
+            one(&self.inventory_db, outbox).await,
+            one(
+                &self.inventory_db,
+                "SELECT count(*)::text FROM order_outcomes"
+            )
+            .await,
+            one(&self.inventory_db, applied).await,
+            one(&self.orders_db, applied).await,
         )
-        .await;
     }
 
     /// Undelivered rows in the orders database's outbox.

@@ -95,17 +95,7 @@ pub fn require_lock_stores(service: bool) {
     if service {
         parts.push(("lock".to_owned(), host_port_owned(&lock_url())));
     }
-    let down: Vec<String> = parts
-        .iter()
-        .filter(|(_, addr)| !reachable(addr))
-        .map(|(name, addr)| format!("{name} ({addr})"))
-        .collect();
-    assert!(
-        down.is_empty(),
-        "the distlab stack is not running: {} not reachable. Start it with `cargo xtask up` \
-         (or run the whole suite with `cargo xtask test`).",
-        down.join(", ")
-    );
+    assert_reachable(&parts);
 }
 
 /// A free loopback port (nothing listens on it once this returns).
@@ -208,6 +198,11 @@ pub fn require_stack(services: bool) {
         parts.push(("inventory", host_port_owned(&inventory_url())));
         parts.push(("coordinator", host_port_owned(&coordinator_url())));
     }
+    assert_reachable(&parts);
+}
+
+/// Panics naming every part of the stack (name, host:port) that does not accept a connection.
+fn assert_reachable<N: std::fmt::Display>(parts: &[(N, String)]) {
     let down: Vec<String> = parts
         .iter()
         .filter(|(_, addr)| !reachable(addr))

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-
 use uuid::Uuid;
 
 use crate::lease::{Backend, Holder, Lease, LockName, Ttl};
@@ -138,14 +137,31 @@ impl Drop for WaitingGuard {
     }
 }
 
-/// Per lock name, a FIFO of this process's waiters (tokio's mutex is fair), and their count.
-#[derive(Debug, Default, Clone)]
+/// Per lock name, a FIFO of this process's waiters (tokio's mutex is fair), their count, and the channel
+/// on which the backend's release notifications arrive.
+#[derive(Debug, Clone)]
 pub struct WaitQueues {
     queues: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     pub waiters: Waiters,
+    released: broadcast::Sender<String>,
+}
+
+impl Default for WaitQueues {
+    fn default() -> Self {
+        Self {
+            queues: Arc::default(),
+            waiters: Waiters::default(),
+            released: broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl WaitQueues {
+    /// Where the backend's listener reports each released lock name.
+    pub fn notifier(&self) -> broadcast::Sender<String> {
+        self.released.clone()
+    }
+
     fn queue(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         // Forget queues nobody waits in, so the map does not grow with every name ever locked.
@@ -156,15 +172,28 @@ impl WaitQueues {
     }
 }
 
-/// Tries `attempt` once; if the lock is held, queues behind this process's other waiters for `name`,
-/// then retries whenever `wake` names the lock, the holder's lease lapses, or [`BACKSTOP`] passes,
-/// until `wait` is over.
-pub async fn acquire_waiting<F, Fut>(
+impl WaitQueues {
+    /// Tries `attempt` once; if the lock is held, queues behind this process's other waiters for `name`,
+    /// then retries whenever a notification names the lock, the holder's lease lapses, or [`BACKSTOP`]
+    /// passes, until `wait` is over.
+    pub async fn acquire<F, Fut>(
+        &self,
+        name: &LockName,
+        wait: Duration,
+        attempt: F,
+    ) -> Result<Lease, LockError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Attempt, LockError>>,
+    {
+        acquire_waiting(self, name, wait, attempt).await
+    }
+}
+
+async fn acquire_waiting<F, Fut>(
     queues: &WaitQueues,
-    queue_key: &str,
     name: &LockName,
     wait: Duration,
-    wake: &broadcast::Sender<String>,
     mut attempt: F,
 ) -> Result<Lease, LockError>
 where
@@ -173,7 +202,7 @@ where
 {
     let deadline = Instant::now() + wait;
     // Subscribe before the first attempt, so a release between the attempt and the wait is not missed.
-    let mut released = wake.subscribe();
+    let mut released = queues.released.subscribe();
     let mut last_holder = match attempt().await {
         Ok(Attempt::Acquired(lease)) => return Ok(lease),
         Ok(Attempt::Held { holder, .. }) if wait.is_zero() => {
@@ -183,7 +212,7 @@ where
         Err(LockError::Unavailable(_)) if !wait.is_zero() => None,
         Err(error) => return Err(error),
     };
-    let queue = queues.queue(queue_key);
+    let queue = queues.queue(name.as_str());
     let Ok(_turn) = tokio::time::timeout_at(deadline, queue.lock()).await else {
         return Err(LockError::Held {
             holder: last_holder,

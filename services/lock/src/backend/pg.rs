@@ -8,7 +8,7 @@
 //! [`PgLocks`] fixes them in one statement: the row carries a lease (`expires_at`, from the database's
 //! clock) and an expired row is taken over by `INSERT … ON CONFLICT DO UPDATE … WHERE expired`; the same
 //! owner re-entering bumps `hold_count` instead of failing; releasing the last hold deletes the row and
-//! `NOTIFY`s `distlab_lock_released`, which wakes waiters (see [`super::acquire_waiting`]). The fencing
+//! `NOTIFY`s `distlab_lock_released`, which wakes waiters (see [`super::WaitQueues::acquire`]). The fencing
 //! token comes from one sequence, so it only grows.
 
 use std::time::Duration;
@@ -16,11 +16,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Attempt, LockError, WaitQueues, acquire_waiting};
+use super::{Attempt, LockError, WaitQueues};
 use crate::lease::{Holder, Lease, LockName, Ttl};
 
 /// The channel releases are announced on (payload: the lock name).
@@ -66,7 +65,6 @@ impl NaiveLock {
 #[derive(Debug, Clone)]
 pub struct PgLocks {
     pool: PgPool,
-    released: broadcast::Sender<String>,
     queues: WaitQueues,
 }
 
@@ -99,10 +97,10 @@ impl Current {
 impl PgLocks {
     /// The backend, and the task that turns `NOTIFY distlab_lock_released` into wake-ups until `stop`.
     pub async fn start(pool: PgPool, stop: CancellationToken) -> anyhow::Result<Self> {
-        let (released, _) = broadcast::channel(1024);
+        let queues = WaitQueues::default();
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(RELEASED_CHANNEL).await?;
-        let sender = released.clone();
+        let sender = queues.notifier();
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -124,11 +122,7 @@ impl PgLocks {
                 }
             }
         });
-        Ok(Self {
-            pool,
-            released,
-            queues: WaitQueues::default(),
-        })
+        Ok(Self { pool, queues })
     }
 
     pub async fn acquire(
@@ -138,15 +132,9 @@ impl PgLocks {
         ttl: Ttl,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        acquire_waiting(
-            &self.queues,
-            name.as_str(),
-            name,
-            wait,
-            &self.released,
-            || self.try_acquire(name, owner, ttl),
-        )
-        .await
+        self.queues
+            .acquire(name, wait, || self.try_acquire(name, owner, ttl))
+            .await
     }
 
     /// One attempt: take a free or expired lock, or re-enter one this owner holds.

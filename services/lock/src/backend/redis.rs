@@ -6,7 +6,7 @@
 //! (compare-and-delete, compare-and-pexpire), so nobody releases or extends a lock that expired and was
 //! taken by someone else. The fencing token is an `INCR` of `distlab:redis:fence:<name>` inside the
 //! acquire script, so a grant and its token are one atomic step. Releases `PUBLISH` the lock name on
-//! `distlab:redis:released`, which wakes waiters (see [`super::acquire_waiting`]).
+//! `distlab:redis:released`, which wakes waiters (see [`super::WaitQueues::acquire`]).
 //!
 //! What it does not promise: a Redis restart without an append-only file loses the fencing counter (the
 //! local stack runs Redis with `appendonly yes`, `appendfsync everysec`: a crash may lose the last second
@@ -23,7 +23,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Attempt, LockError, WaitQueues, acquire_waiting};
+use super::{Attempt, LockError, WaitQueues};
 use crate::lease::{Holder, Lease, LockName, Ttl};
 
 /// Which backend's keys an instance holds: the redis backend and RedLock share the stack's first instance,
@@ -400,20 +400,15 @@ impl Instance {
 #[derive(Debug, Clone)]
 pub struct RedisLocks {
     instance: Instance,
-    released: broadcast::Sender<String>,
     queues: WaitQueues,
 }
 
 impl RedisLocks {
     pub fn start(url: &str, stop: CancellationToken) -> anyhow::Result<Self> {
         let instance = Instance::new(url, Namespace::Redis, Duration::from_secs(2))?;
-        let (released, _) = broadcast::channel(1024);
-        instance.forward_releases(released.clone(), stop);
-        Ok(Self {
-            instance,
-            released,
-            queues: WaitQueues::default(),
-        })
+        let queues = WaitQueues::default();
+        instance.forward_releases(queues.notifier(), stop);
+        Ok(Self { instance, queues })
     }
 
     pub fn waiters(&self) -> &super::Waiters {
@@ -431,13 +426,8 @@ impl RedisLocks {
         ttl: Ttl,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        acquire_waiting(
-            &self.queues,
-            name.as_str(),
-            name,
-            wait,
-            &self.released,
-            || async {
+        self.queues
+            .acquire(name, wait, || async {
                 let lease_id = Uuid::new_v4();
                 match self
                     .instance
@@ -456,9 +446,8 @@ impl RedisLocks {
                         retry_in: (pttl_ms >= 0).then(|| Duration::from_millis(pttl_ms as u64)),
                     }),
                 }
-            },
-        )
-        .await
+            })
+            .await
     }
 
     pub async fn renew(

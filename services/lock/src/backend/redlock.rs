@@ -24,13 +24,12 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::redis::{Compared, Instance, InstanceAcquire, Namespace, Stored, expires_in, refusal};
-use super::{Attempt, LockError, WaitQueues, acquire_waiting};
+use super::{Attempt, LockError, WaitQueues};
 use crate::lease::{Holder, Lease, LockName, Ttl, quorum, redlock_validity};
 
 /// How long an instance's connection may take to connect or answer before it is rebuilt; each RedLock
@@ -45,7 +44,6 @@ const RELEASE_ROUNDS: usize = 3;
 pub struct RedLock {
     instances: Vec<Instance>,
     timeout: Duration,
-    released: broadcast::Sender<String>,
     queues: WaitQueues,
 }
 
@@ -61,19 +59,18 @@ impl RedLock {
             "RedLock needs 1 to 9 Redis instances, got {}",
             urls.len()
         );
-        let (released, _) = broadcast::channel(1024);
+        let queues = WaitQueues::default();
         let instances = urls
             .iter()
             .map(|url| Instance::new(url, Namespace::Redlock, CONNECTION_TIMEOUT))
             .collect::<anyhow::Result<Vec<_>>>()?;
         for instance in &instances {
-            instance.forward_releases(released.clone(), stop.clone());
+            instance.forward_releases(queues.notifier(), stop.clone());
         }
         Ok(Self {
             instances,
             timeout,
-            released,
-            queues: WaitQueues::default(),
+            queues,
         })
     }
 
@@ -115,15 +112,9 @@ impl RedLock {
         ttl: Ttl,
         wait: Duration,
     ) -> Result<Lease, LockError> {
-        acquire_waiting(
-            &self.queues,
-            name.as_str(),
-            name,
-            wait,
-            &self.released,
-            || self.try_acquire(name, owner, ttl),
-        )
-        .await
+        self.queues
+            .acquire(name, wait, || self.try_acquire(name, owner, ttl))
+            .await
     }
 
     async fn try_acquire(
