@@ -146,7 +146,7 @@ async fn seed_skus(
     Ok(Arc::new(names))
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut values = values.to_vec();
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -499,7 +499,7 @@ async fn load(
 }
 
 /// The `q` quantile of `values` (sorted in place), in milliseconds.
-fn quantile_ms(values: &mut [u64], q: f64) -> f64 {
+pub(crate) fn quantile_ms(values: &mut [u64], q: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
     }

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use zookeeper_client as zk;
 
+use crate::bench::{median, quantile_ms};
 use crate::stack::block_on;
 
 const LOCK_URL: &str = "http://127.0.0.1:8084";
@@ -87,29 +88,19 @@ where
         latencies.extend(worker.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let q = |q: f64| {
-        latencies
-            .get(((latencies.len().max(1) - 1) as f64 * q).round() as usize)
-            .map_or(0.0, |&us| us as f64 / 1000.0)
-    };
     Ok(Measured {
         pairs_per_s: latencies.len() as f64 / elapsed,
-        p50_ms: q(0.5),
-        p99_ms: q(0.99),
+        p50_ms: quantile_ms(&mut latencies, 0.5),
+        p99_ms: quantile_ms(&mut latencies, 0.99),
     })
 }
 
 fn median_of(rounds: &[Measured]) -> Measured {
-    let median = |f: fn(&Measured) -> f64| {
-        let mut v: Vec<f64> = rounds.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let of = |f: fn(&Measured) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
     Measured {
-        pairs_per_s: median(|m| m.pairs_per_s),
-        p50_ms: median(|m| m.p50_ms),
-        p99_ms: median(|m| m.p99_ms),
+        pairs_per_s: of(|m| m.pairs_per_s),
+        p50_ms: of(|m| m.p50_ms),
+        p99_ms: of(|m| m.p99_ms),
     }
 }
 

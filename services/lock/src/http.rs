@@ -154,11 +154,11 @@ fn error(e: LockError) -> ApiError {
     }
 }
 
-fn record(operation: &'static str, backend: Backend, outcome: &str, started: Instant) {
+fn record(operation: &'static str, backend: Backend, outcome: &'static str, started: Instant) {
     let labels = [
-        ("operation", operation.to_owned()),
-        ("backend", backend.as_str().to_owned()),
-        ("outcome", outcome.to_owned()),
+        ("operation", operation),
+        ("backend", backend.as_str()),
+        ("outcome", outcome),
     ];
     metrics::counter!("lock_operations_total", &labels).increment(1);
     metrics::histogram!("lock_operation_seconds", &labels).record(started.elapsed().as_secs_f64());

@@ -189,6 +189,11 @@ pub struct Holder {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// The moment `d` from now, for a lease's `expires_at`.
+pub fn expires_in(d: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
 /// RedLock's rule: a lock taken on `acquired` of `instances` in `elapsed` is valid for
 /// `ttl − elapsed − drift`, and only if `acquired` is a majority and that validity is positive.
 /// Drift is Redis's own recommendation: 1% of the TTL plus 2 ms for the clocks of the instances.

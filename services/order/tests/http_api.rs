@@ -26,7 +26,7 @@ async fn spawn_order_service() -> TestApp {
         kafka: unique_kafka(&distlab_testkit::kafka_brokers()),
         consumer_group: unique_group("order"),
         // No coordinator listens here: a 2PC order cannot even begin.
-        coordinator_url: format!("http://127.0.0.1:{}", unused_port()),
+        coordinator_url: format!("http://127.0.0.1:{}", distlab_testkit::unused_port()),
         ..Config::local()
     };
     let app = Application::build(config)
@@ -39,14 +39,6 @@ async fn spawn_order_service() -> TestApp {
         db: db.pool().await,
         http: distlab_testkit::http(),
     }
-}
-
-fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl TestApp {

@@ -16,7 +16,6 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use tokio::sync::broadcast;
@@ -24,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Attempt, LockError, WaitQueues};
+use crate::lease::expires_in;
 use crate::lease::{Holder, Lease, LockName, Ttl};
 
 /// Which backend's keys an instance holds: the redis backend and RedLock share the stack's first instance,
@@ -143,10 +143,6 @@ impl Stored {
             expires_at: (pttl_ms >= 0).then(|| expires_in(Duration::from_millis(pttl_ms as u64))),
         }
     }
-}
-
-pub fn expires_in(d: Duration) -> DateTime<Utc> {
-    Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
 
 /// What one instance said to an acquire.

@@ -28,9 +28,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::redis::{Compared, Instance, InstanceAcquire, Namespace, Stored, expires_in, refusal};
+use super::redis::{Compared, Instance, InstanceAcquire, Namespace, Stored, refusal};
 use super::{Attempt, LockError, WaitQueues};
-use crate::lease::{Holder, Lease, LockName, Ttl, quorum, redlock_validity};
+use crate::lease::{Holder, Lease, LockName, Ttl, expires_in, quorum, redlock_validity};
 
 /// How long an instance's connection may take to connect or answer before it is rebuilt; each RedLock
 /// call is bounded far more tightly by [`RedLock::start`]'s `timeout`.

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use zookeeper_client as zk;
 
 use super::{LockError, Waiters};
-use crate::lease::{Holder, Lease, LockName, Ttl};
+use crate::lease::{Holder, Lease, LockName, Ttl, expires_in};
 
 /// Prefix of every lease node's name; ZooKeeper appends the ten-digit sequence.
 const NODE_PREFIX: &str = "lease-";
@@ -223,7 +223,7 @@ impl ZkLocks {
         let lease = Lease {
             lease_id,
             fencing_token: stat.czxid as u64,
-            expires_at: super::redis::expires_in(ttl.duration()),
+            expires_at: expires_in(ttl.duration()),
             holds: 1,
             wakeups,
         };
@@ -369,7 +369,7 @@ impl ZkLocks {
         Ok(Lease {
             lease_id,
             fencing_token: lease.token,
-            expires_at: super::redis::expires_in(ttl.duration()),
+            expires_at: expires_in(ttl.duration()),
             holds: 1,
             wakeups: 0,
         })
@@ -419,7 +419,7 @@ impl ZkLocks {
                     .deadline
                     .borrow()
                     .saturating_duration_since(Instant::now());
-                super::redis::expires_in(left)
+                expires_in(left)
             })
         });
         Ok(Some(Holder {
