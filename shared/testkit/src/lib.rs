@@ -8,11 +8,15 @@
 //! - [`PrivateBroker`]: a tansu broker of the test's own, which the test may stop and start again;
 //! - [`PrivateRedis`]: a Redis server of the test's own, to kill under RedLock;
 //! - [`eventually`]: polls a condition until a deadline — tests never sleep to wait;
+//! - [`raft_cluster`]: config-service nodes of the test's own, to kill, restart and partition;
+//! - [`linearizability`]: a Porcupine-style checker for histories of a key-value store;
 //! - [`flash_sale`]: the 秒杀 scenario, shared by its test and `cargo xtask scenario flash-sale`.
 
 #![allow(clippy::unwrap_used)] // test support: a failed step should fail the test right there
 
 pub mod flash_sale;
+pub mod linearizability;
+pub mod raft_cluster;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, TcpStream};
