@@ -5,7 +5,8 @@
 
 use tracing_subscriber::EnvFilter;
 
-const DEFAULT_FILTER: &str = "info,sqlx=warn,rdkafka=warn,tower_http=warn,zookeeper_client=warn";
+const DEFAULT_FILTER: &str =
+    "info,sqlx=warn,rdkafka=warn,tower_http=warn,zookeeper_client=warn,openraft=warn";
 
 /// Sets the global subscriber for a service process.
 pub fn init(service: &str) {

@@ -1,0 +1,307 @@
+//! One Raft node (seed, 六): openraft drives the protocol — followers, candidates and a leader, randomised
+//! election timeouts (150–300 ms by default), heartbeats every 50 ms, a change committed once a majority has
+//! it — over the storage of [`crate::store`] and the RPC of [`crate::network`].
+//!
+//! [`Node`] is what the HTTP layer calls: [`Node::write`] proposes a [`Command`] and waits for it to be
+//! committed and applied; [`Node::read_barrier`] makes a read linearizable with Raft's ReadIndex (the leader
+//! confirms with a majority that it still leads, then waits until it has applied everything committed up to
+//! then). Concurrent linearizable reads share one confirmation round: a read joins the next round that
+//! starts after it arrived, never one already under way, so batching costs no correctness.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::kv::{Command, Outcome};
+use crate::network::{Network, Partition};
+use crate::settings::Settings;
+use crate::store::{LogStore, SharedState, StateMachine};
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The config service's Raft types: key-value commands in, outcomes out.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Why a write or a linearizable read could not be served here and now.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// This node does not lead; `leader` is the one it knows of, if any.
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// The leader could not reach a majority in time (it may be on the minority side of a partition).
+    #[error("no majority answered within {0:?}")]
+    NoQuorum(Duration),
+    /// A write was proposed but not known to be committed in time; it may still commit later.
+    #[error("the write was not committed within {0:?}; it may still be applied")]
+    CommitTimeout(Duration),
+    /// The Raft node stopped (shutting down, or a storage failure) before anything was proposed.
+    #[error("the Raft node has stopped: {0}")]
+    Stopped(String),
+    /// The Raft node stopped while a write was under way: it may still be committed by the next leader.
+    #[error("the Raft node stopped while the write was under way; it may still be applied: {0}")]
+    CommitUnknown(String),
+    /// openraft refused a membership change (one is already in progress, an unknown node, …).
+    #[error("membership change refused: {0}")]
+    MembershipRefused(String),
+}
+
+impl<E> From<RaftError<NodeId, E>> for NodeError
+where
+    E: Into<NodeError> + std::error::Error,
+{
+    fn from(e: RaftError<NodeId, E>) -> Self {
+        match e {
+            RaftError::APIError(e) => e.into(),
+            RaftError::Fatal(fatal) => NodeError::Stopped(fatal.to_string()),
+        }
+    }
+}
+
+impl From<ForwardToLeader<NodeId, BasicNode>> for NodeError {
+    fn from(f: ForwardToLeader<NodeId, BasicNode>) -> Self {
+        NodeError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+        }
+    }
+}
+
+impl From<CheckIsLeaderError<NodeId, BasicNode>> for NodeError {
+    fn from(e: CheckIsLeaderError<NodeId, BasicNode>) -> Self {
+        match e {
+            CheckIsLeaderError::ForwardToLeader(f) => f.into(),
+            CheckIsLeaderError::QuorumNotEnough(_) => NodeError::NoQuorum(Duration::ZERO),
+        }
+    }
+}
+
+impl From<ClientWriteError<NodeId, BasicNode>> for NodeError {
+    fn from(e: ClientWriteError<NodeId, BasicNode>) -> Self {
+        match e {
+            ClientWriteError::ForwardToLeader(f) => f.into(),
+            ClientWriteError::ChangeMembershipError(e) => {
+                NodeError::MembershipRefused(e.to_string())
+            }
+        }
+    }
+}
+
+/// What `GET /v1/cluster` reports.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// Voters, by id, with their address.
+    pub members: BTreeMap<NodeId, String>,
+    /// Non-voting members that receive the log.
+    pub learners: BTreeMap<NodeId, String>,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    /// Index of the last snapshot (the log before it is compacted).
+    pub snapshot_index: u64,
+    /// Peers this node is partitioned away from (admin switch).
+    pub partitioned_from: BTreeSet<NodeId>,
+}
+
+type ReadWaiter = oneshot::Sender<Result<(), String>>;
+
+/// How a read round's error says that Raft has stopped.
+const STOPPED: &str = "stopped: ";
+
+/// A running node.
+#[derive(Clone)]
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: SharedState,
+    pub partition: Partition,
+    log: LogStore,
+    reads: mpsc::UnboundedSender<ReadWaiter>,
+    quorum_timeout: Duration,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens the node's storage in `settings.data_dir` and starts Raft. Does not initialise a cluster.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let config = Config {
+            cluster_name: "distlab-config".to_owned(),
+            election_timeout_min: settings.election_timeout_min_ms,
+            election_timeout_max: settings.election_timeout_max_ms,
+            heartbeat_interval: settings.heartbeat_interval_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
+            max_in_snapshot_log_to_keep: 1_000,
+            install_snapshot_timeout: 1_000,
+            // openraft gives each append-entries RPC one heartbeat interval to answer: keep batches small
+            // enough for a follower to fsync and answer within it.
+            max_payload_entries: 64,
+            ..Default::default()
+        }
+        .validate()?;
+        let log = LogStore::open(&settings.data_dir)?;
+        let machine = StateMachine::open(&settings.data_dir, settings.watch_history)?;
+        let state = machine.shared();
+        let partition = Partition::default();
+        let network = Network::new(settings.node_id, partition.clone());
+        let raft = Raft::new(
+            settings.node_id,
+            Arc::new(config),
+            network,
+            log.clone(),
+            machine,
+        )
+        .await?;
+        let (reads, queue) = mpsc::unbounded_channel();
+        tokio::spawn(confirm_reads(
+            raft.clone(),
+            queue,
+            settings.quorum_timeout(),
+        ));
+        Ok(Self {
+            id: settings.node_id,
+            raft,
+            state,
+            partition,
+            log,
+            reads,
+            quorum_timeout: settings.quorum_timeout(),
+        })
+    }
+
+    /// Proposes `command` and waits until it is committed and applied here.
+    pub async fn write(&self, command: Command) -> Result<Outcome, NodeError> {
+        match tokio::time::timeout(self.quorum_timeout, self.raft.client_write(command)).await {
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::Fatal(fatal))) => Err(NodeError::CommitUnknown(fatal.to_string())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(NodeError::CommitTimeout(self.quorum_timeout)),
+        }
+    }
+
+    /// Returns once a read of the local state machine is linearizable (ReadIndex; see the module docs).
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        if let Some(leader) = self.leader_elsewhere() {
+            return Err(NodeError::NotLeader {
+                leader: Some(leader),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.reads
+            .send(tx)
+            .map_err(|_| NodeError::Stopped("the read confirmer stopped".to_owned()))?;
+        match tokio::time::timeout(self.quorum_timeout, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(leader_moved))) if leader_moved.is_empty() => Err(NodeError::NotLeader {
+                leader: self.leader_elsewhere(),
+            }),
+            Ok(Ok(Err(stopped))) if stopped.starts_with(STOPPED) => {
+                Err(NodeError::Stopped(stopped))
+            }
+            Ok(Ok(Err(_no_quorum))) => Err(NodeError::NoQuorum(self.quorum_timeout)),
+            Ok(Err(_)) => Err(NodeError::Stopped("the read confirmer stopped".to_owned())),
+            Err(_) => Err(NodeError::NoQuorum(self.quorum_timeout)),
+        }
+    }
+
+    /// The leader this node knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())?;
+        Some((leader, addr))
+    }
+
+    /// The leader, when it is another node.
+    pub fn leader_elsewhere(&self) -> Option<(NodeId, String)> {
+        self.leader().filter(|(id, _)| *id != self.id)
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut members = BTreeMap::new();
+        let mut learners = BTreeMap::new();
+        for (id, node) in membership.nodes() {
+            if voters.contains(id) {
+                members.insert(*id, node.addr.clone());
+            } else {
+                learners.insert(*id, node.addr.clone());
+            }
+        }
+        ClusterStatus {
+            node_id: self.id,
+            state: match metrics.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_owned(),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            members,
+            learners,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            commit_index: self.log.committed_index(),
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            snapshot_index: metrics.snapshot.map_or(0, |l| l.index),
+            partitioned_from: self.partition.blocked(),
+        }
+    }
+}
+
+/// Serves linearizable reads in rounds: every read queued when a round starts shares its leadership
+/// confirmation; reads that arrive during a round wait for the next one. An empty error string means "not
+/// the leader", any other "no majority".
+async fn confirm_reads(
+    raft: Raft,
+    mut queue: mpsc::UnboundedReceiver<ReadWaiter>,
+    limit: Duration,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut round = vec![first];
+        while let Ok(more) = queue.try_recv() {
+            round.push(more);
+        }
+        let result = match tokio::time::timeout(limit, raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(String::new())
+            }
+            Ok(Err(RaftError::Fatal(fatal))) => Err(format!("{STOPPED}{fatal}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        };
+        for waiter in round {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
