@@ -1,4 +1,8 @@
 //! Configuration from flags or environment variables; defaults are the local stack (`cargo xtask up`).
+//!
+//! [`Settings`] is everything the binary reads: the service's [`Config`] and, apart from it,
+//! [`ConfigServiceArgs`] — where the runtime switches live (the Raft config service) and which key holds
+//! the default order mode (see [`crate::runtime_config`]).
 
 use std::net::SocketAddr;
 
@@ -28,7 +32,8 @@ pub struct Config {
     /// Consumer group of the inventory-events consumer; replicas share it.
     #[arg(long, env = "CONSUMER_GROUP", default_value = "order")]
     pub consumer_group: String,
-    /// Mode of an order whose request names none.
+    /// Mode of an order whose request names none, until (and unless) the config service says otherwise
+    /// (CONFIG_URLS, CONFIG_MODE_KEY).
     #[arg(long, env = "DEFAULT_ORDER_MODE", value_enum, default_value_t = Mode::Outbox)]
     pub default_mode: Mode,
     /// Base URL of the 2PC coordinator (for `"mode": "2pc"` orders).
@@ -51,5 +56,92 @@ impl Config {
             coordinator_url: "http://127.0.0.1:8083".into(),
             admin: AdminArgs::off(),
         }
+    }
+}
+
+/// Everything the `distlab-order` binary reads from its flags and environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "distlab-order", version, about = "distlab order service")]
+pub struct Settings {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(flatten)]
+    pub config_service: ConfigServiceArgs,
+}
+
+/// Key of the default order mode in the config service.
+pub const DEFAULT_MODE_KEY: &str = "distlab/order/default_mode";
+
+/// The config service nodes of the local stack.
+pub const LOCAL_CONFIG_URLS: &str =
+    "http://127.0.0.1:8091,http://127.0.0.1:8092,http://127.0.0.1:8093";
+
+/// Where the default order mode is followed at run time: the config service (Raft, `services/config`).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ConfigServiceArgs {
+    /// Base URLs of the config service nodes, comma-separated, tried in turn. The default order mode is read
+    /// from the first that answers and followed through its watch; while none answers, the last known value
+    /// stays in force. Empty: do not follow the config service (DEFAULT_ORDER_MODE alone decides).
+    #[arg(long, env = "CONFIG_URLS", default_value = LOCAL_CONFIG_URLS)]
+    pub config_urls: String,
+    /// Key of the default order mode in the config service; its value is the JSON string "outbox" or "2pc".
+    /// A missing key means DEFAULT_ORDER_MODE.
+    #[arg(long, env = "CONFIG_MODE_KEY", default_value = DEFAULT_MODE_KEY)]
+    pub config_mode_key: String,
+}
+
+impl ConfigServiceArgs {
+    /// The local stack's config nodes and the shared key.
+    pub fn local() -> Self {
+        Self {
+            config_urls: LOCAL_CONFIG_URLS.into(),
+            config_mode_key: DEFAULT_MODE_KEY.into(),
+        }
+    }
+
+    /// Not following the config service: the default mode is the configured one, for good.
+    pub fn off() -> Self {
+        Self {
+            config_urls: String::new(),
+            config_mode_key: DEFAULT_MODE_KEY.into(),
+        }
+    }
+
+    /// The nodes' base URLs (blanks dropped, no trailing `/`); none means "do not follow".
+    pub fn urls(&self) -> Vec<String> {
+        self.config_urls
+            .split(',')
+            .map(|url| url.trim().trim_end_matches('/'))
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn config_urls_are_split_trimmed_and_may_be_empty() {
+        let args = ConfigServiceArgs {
+            config_urls: " http://a:1/ ,, http://b:2".into(),
+            ..ConfigServiceArgs::local()
+        };
+        assert_eq!(args.urls(), ["http://a:1", "http://b:2"]);
+        assert!(ConfigServiceArgs::off().urls().is_empty());
+        assert_eq!(ConfigServiceArgs::local().urls().len(), 3);
+    }
+
+    #[test]
+    fn flags_default_to_the_local_stack() {
+        let settings = Settings::try_parse_from(["distlab-order"]).expect("no flag is required");
+        assert_eq!(settings.config_service.config_urls, LOCAL_CONFIG_URLS);
+        assert_eq!(settings.config_service.config_mode_key, DEFAULT_MODE_KEY);
+        let off = Settings::try_parse_from(["distlab-order", "--config-urls", ""])
+            .expect("an empty list is allowed");
+        assert!(off.config_service.urls().is_empty());
     }
 }

@@ -91,7 +91,7 @@ async fn place_order(
     Json(request): Json<PlaceOrder>,
 ) -> Result<Response, OrderError> {
     let order = request
-        .validate(state.default_mode)
+        .validate(state.default_mode.current())
         .map_err(OrderError::Validation)?;
     let key = idempotency_key(&headers, &order)?;
     if order.mode == Mode::TwoPhaseCommit {

@@ -9,12 +9,16 @@
 //! 4. [`confirmation`] applies the answer: CONFIRMED, or REJECTED with the reason.
 //!
 //! HTTP (see [`http`]): `POST /orders` (with `Idempotency-Key`), `GET /orders/{id}`, `GET /orders`.
+//!
+//! The mode of an order whose request names none is followed live from the config service
+//! ([`runtime_config`]); `/readyz` shows it, and whether it is fresh, under `config`.
 
 pub mod config;
 pub mod confirmation;
 pub mod error;
 pub mod http;
 pub mod orders;
+pub mod runtime_config;
 pub mod store;
 pub mod two_phase;
 
@@ -32,8 +36,8 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
-use orders::Mode;
+pub use config::{Config, ConfigServiceArgs, Settings};
+use runtime_config::{DefaultMode, Follower};
 
 /// The orders database's own schema (the messaging tables come from `distlab_messaging::service`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/orders");
@@ -43,7 +47,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/orders");
 pub struct AppState {
     pub pool: PgPool,
     pub order_events_topic: String,
-    pub default_mode: Mode,
+    /// The mode of an order whose request names none (followed from the config service).
+    pub default_mode: DefaultMode,
     /// This service's 2PC participant (the order branch).
     pub participant: Arc<Participant<two_phase::OrderBranch>>,
     pub coordinator_url: String,
@@ -58,11 +63,23 @@ pub struct Application {
     relay_faults: RelayFaults,
     consumer_stats: ConsumerStats,
     faults: Faults,
+    default_mode: DefaultMode,
 }
 
 impl Application {
     /// Connects, migrates, creates the topics, binds the listener and prepares the relay and consumer.
+    /// The default order mode is `config.default_mode`, for good: the config service is not followed
+    /// (see [`Application::build_with`]).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, ConfigServiceArgs::off()).await
+    }
+
+    /// As [`Application::build`], and, unless `config_service` names no node, follows the default order
+    /// mode in the config service (a background task; see [`runtime_config`]).
+    pub async fn build_with(
+        config: Config,
+        config_service: ConfigServiceArgs,
+    ) -> anyhow::Result<Self> {
         let database = Database {
             name: "orders-db",
             url: &config.database_url,
@@ -71,6 +88,16 @@ impl Application {
         };
         let pool = service::connect(&database, &config.kafka).await?;
         let shutdown = CancellationToken::new();
+        let nodes = config_service.urls();
+        let (default_mode, follower) = if nodes.is_empty() {
+            (DefaultMode::fixed(config.default_mode), None)
+        } else {
+            let key = &config_service.config_mode_key;
+            let mode = DefaultMode::following(config.default_mode, key);
+            let follower = Follower::new(mode.clone(), key, nodes)
+                .context("cannot build the config service client")?;
+            (mode, Some(follower))
+        };
         let twopc = distlab_twopc::participant::setup(
             pool.clone(),
             two_phase::OrderBranch,
@@ -81,7 +108,7 @@ impl Application {
         let state = AppState {
             pool: pool.clone(),
             order_events_topic: config.kafka.order_events_topic.clone(),
-            default_mode: config.default_mode,
+            default_mode: default_mode.clone(),
             participant: twopc.participant.clone(),
             coordinator_url: config.coordinator_url.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
@@ -95,16 +122,24 @@ impl Application {
             consumer_group: config.consumer_group.clone(),
             consumes: config.kafka.inventory_events_topic.clone(),
             handler: confirmation::Confirmations,
-            shutdown,
-            readiness: vec![twopc.readiness],
+            shutdown: shutdown.clone(),
+            readiness: vec![
+                twopc.readiness,
+                runtime_config::readiness_check(default_mode.clone()),
+            ],
         };
         let assembled = service::assemble(pool.clone(), &config.kafka, parts).await?;
+        let service = match follower {
+            Some(follower) => assembled.service.with_task(follower.run(shutdown)),
+            None => assembled.service,
+        };
         Ok(Self {
-            service: assembled.service,
+            service,
             pool,
             relay_faults: assembled.relay_faults,
             consumer_stats: assembled.consumer_stats,
             faults: twopc.faults,
+            default_mode,
         })
     }
 
@@ -128,6 +163,11 @@ impl Application {
     /// This instance's fault switches (its 2PC participant's), as on `/admin/faults`.
     pub fn faults(&self) -> Faults {
         self.faults.clone()
+    }
+
+    /// The mode of an order whose request names none, and where it comes from.
+    pub fn default_mode(&self) -> DefaultMode {
+        self.default_mode.clone()
     }
 
     /// This instance's consumer: its partitions and the messages it applied (tests, chaos).
