@@ -29,6 +29,11 @@ const PACKAGES: &[Package] = &[
         name: "default-jre-headless",
         provides: || which("java").is_some(),
     },
+    // The baseline of `cargo xtask bench config` (the bench starts its own members on free ports).
+    Package {
+        name: "etcd-server",
+        provides: || which("etcd").is_some(),
+    },
 ];
 
 /// The ZooKeeper server jar of Debian's `zookeeper` package.

@@ -49,7 +49,15 @@ enum Kind {
         binary: &'static str,
         package: &'static str,
     },
+    /// A node of the Raft config service; node 3 initialises the cluster once all three run.
+    ConfigNode {
+        id: u64,
+    },
 }
+
+/// The config service's binary and package.
+const CONFIG_BINARY: &str = "distlab-config";
+const CONFIG_PACKAGE: &str = "config";
 
 #[derive(Debug, Clone, Copy)]
 pub struct Part {
@@ -60,7 +68,15 @@ pub struct Part {
 
 impl Part {
     fn is_service(&self) -> bool {
-        matches!(self.kind, Kind::Service { .. })
+        matches!(self.kind, Kind::Service { .. } | Kind::ConfigNode { .. })
+    }
+
+    fn binary(&self) -> Option<&'static str> {
+        match self.kind {
+            Kind::Service { binary, .. } => Some(binary),
+            Kind::ConfigNode { .. } => Some(CONFIG_BINARY),
+            _ => None,
+        }
     }
 }
 
@@ -104,6 +120,21 @@ pub const PARTS: &[Part] = &[
         name: "zookeeper",
         port: 12181,
         kind: Kind::ZooKeeper,
+    },
+    Part {
+        name: "config-1",
+        port: 8091,
+        kind: Kind::ConfigNode { id: 1 },
+    },
+    Part {
+        name: "config-2",
+        port: 8092,
+        kind: Kind::ConfigNode { id: 2 },
+    },
+    Part {
+        name: "config-3",
+        port: 8093,
+        kind: Kind::ConfigNode { id: 3 },
     },
     Part {
         name: "inventory",
@@ -194,6 +225,7 @@ impl Stack {
             Kind::Redis => "redis-server",
             Kind::ZooKeeper => "QuorumPeerMain",
             Kind::Service { binary, .. } => binary,
+            Kind::ConfigNode { .. } => CONFIG_BINARY,
         };
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         // Empty while a process is between fork and exec: too early to tell, so not a stranger.
@@ -222,6 +254,8 @@ impl Stack {
                 }
             }),
             Kind::Service { .. } => http_status(part.port, "/readyz") == Some(200),
+            // Alive; whether the cluster has a leader is `after_ready`'s and `status`'s business.
+            Kind::ConfigNode { .. } => http_status(part.port, "/healthz") == Some(200),
         }
     }
 
@@ -259,6 +293,7 @@ impl Stack {
                     build.args(["-p", package]);
                 }
             }
+            build.args(["-p", CONFIG_PACKAGE]);
             run(&mut build)?;
         }
         for part in PARTS.iter().filter(|p| with_services || !p.is_service()) {
@@ -312,7 +347,7 @@ impl Stack {
 
     /// Whether a running service's binary was rebuilt after the service started.
     fn binary_is_newer(&self, part: &Part) -> bool {
-        let Kind::Service { binary, .. } = part.kind else {
+        let Some(binary) = part.binary() else {
             return false;
         };
         let modified = |path: PathBuf| fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -335,7 +370,7 @@ impl Stack {
             // this stack spawns itself have theirs from the start.
             let spawned = matches!(
                 part.kind,
-                Kind::Kafka | Kind::ZooKeeper | Kind::Service { .. }
+                Kind::Kafka | Kind::ZooKeeper | Kind::Service { .. } | Kind::ConfigNode { .. }
             );
             if spawned && self.pid(part).is_none() {
                 bail!(
@@ -374,6 +409,7 @@ impl Stack {
                     1,
                 ))
             }
+            Kind::ConfigNode { id: 3 } => block_on(init_config_cluster()),
             _ => Ok(()),
         }
     }
@@ -451,6 +487,25 @@ impl Stack {
                 ]);
                 self.spawn(part, &mut command)
             }
+            Kind::ConfigNode { id } => {
+                let exe = self.root.join("target/release").join(CONFIG_BINARY);
+                anyhow::ensure!(exe.is_file(), "{} is not built", exe.display());
+                let mut command = Command::new(exe);
+                if let Ok(filter) = std::env::var("RUST_LOG") {
+                    command.env("RUST_LOG", filter);
+                }
+                command
+                    .current_dir(&self.root)
+                    .env("NODE_ID", id.to_string())
+                    .env("LISTEN_ADDR", format!("127.0.0.1:{}", part.port))
+                    .env("DATA_DIR", self.state.join(part.name))
+                    .env(
+                        "INITIAL_MEMBERS",
+                        "1=127.0.0.1:8091,2=127.0.0.1:8092,3=127.0.0.1:8093",
+                    )
+                    .env("ADMIN_TOKEN", admin_token());
+                self.spawn(part, &mut command)
+            }
             Kind::Service { binary, .. } => {
                 let exe = self.root.join("target/release").join(binary);
                 anyhow::ensure!(exe.is_file(), "{} is not built", exe.display());
@@ -459,10 +514,9 @@ impl Stack {
                 if let Ok(filter) = std::env::var("RUST_LOG") {
                     command.env("RUST_LOG", filter);
                 }
-                command.current_dir(&self.root).env(
-                    "ADMIN_TOKEN",
-                    std::env::var("ADMIN_TOKEN").unwrap_or(LOCAL_ADMIN_TOKEN.into()),
-                );
+                command
+                    .current_dir(&self.root)
+                    .env("ADMIN_TOKEN", admin_token());
                 self.spawn(part, &mut command)
             }
         }
@@ -700,7 +754,14 @@ impl Stack {
                 (None, false) => "stopped",
             };
             let pid = pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
-            println!("{:<13} {:>6} {:>8}  {health}", part.name, part.port, pid);
+            let raft = match part.kind {
+                Kind::ConfigNode { .. } => block_on(raft_role(part.port)),
+                _ => String::new(),
+            };
+            println!(
+                "{:<13} {:>6} {:>8}  {health}{raft}",
+                part.name, part.port, pid
+            );
         }
         Ok(())
     }
@@ -809,6 +870,66 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     let response = tcp_exchange(port, request.as_bytes())?;
     response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The admin token the stack's services get.
+fn admin_token() -> String {
+    std::env::var("ADMIN_TOKEN").unwrap_or(LOCAL_ADMIN_TOKEN.into())
+}
+
+/// Initialises the config cluster through node 1 (once: an initialised cluster answers 409), then waits
+/// until it has elected a leader.
+async fn init_config_cluster() -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let response = http
+        .post("http://127.0.0.1:8091/v1/cluster/init")
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .context("POST /v1/cluster/init")?;
+    match response.status().as_u16() {
+        200 => println!("    config cluster initialised (nodes 1–3)"),
+        409 => {}
+        other => bail!(
+            "initialising the config cluster: {other} {}",
+            response.text().await.unwrap_or_default()
+        ),
+    }
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while http_status(8091, "/readyz") != Some(200) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the config cluster elected no leader within {READY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+    Ok(())
+}
+
+/// `  follower of 2, term 3` for `cargo xtask status`.
+async fn raft_role(port: u16) -> String {
+    let Ok(http) = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    else {
+        return String::new();
+    };
+    let url = format!("http://127.0.0.1:{port}/v1/cluster");
+    let Ok(response) = http.get(url).send().await else {
+        return String::new();
+    };
+    let Ok(status) = response.json::<serde_json::Value>().await else {
+        return String::new();
+    };
+    let term = &status["term"];
+    match (status["state"].as_str(), status["leader"].as_u64()) {
+        (Some("leader"), _) => format!(" — LEADER, term {term}"),
+        (Some(state), Some(leader)) => format!(" — {state} of node {leader}, term {term}"),
+        (Some(state), None) => format!(" — {state}, no leader known, term {term}"),
+        _ => String::new(),
+    }
 }
 
 /// Runs a future on the xtask's runtime.
