@@ -50,8 +50,8 @@ const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 const FORWARDED_HEADER: &str = "x-distlab-forwarded-by";
 /// Set on a response the leader gave to a forwarded request.
 const FORWARDED_TO_HEADER: &str = "x-distlab-forwarded-to";
-/// The last log index applied on the node that answered a read.
-const APPLIED_HEADER: &str = "x-distlab-applied-index";
+/// The store revision on the node that answered a read: watch from it to miss nothing after the read.
+const REVISION_HEADER: &str = "x-distlab-revision";
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -213,7 +213,7 @@ async fn forward(
     for name in [
         header::CONTENT_TYPE,
         header::RETRY_AFTER,
-        APPLIED_HEADER.parse()?,
+        REVISION_HEADER.parse()?,
     ] {
         if let Some(value) = answer.headers().get(&name) {
             response = response.header(name, value);
@@ -293,7 +293,7 @@ struct PutRequest {
 #[derive(Debug, Serialize, ToSchema)]
 struct Written {
     key: String,
-    /// The revision of the change (the Raft log index of its entry).
+    /// The revision of the change.
     revision: Revision,
 }
 
@@ -310,8 +310,8 @@ struct KeyValue {
 #[derive(Debug, Serialize, ToSchema)]
 struct KeyList {
     keys: Vec<KeyEntry>,
-    /// The last log index applied on the node that answered.
-    applied_index: Revision,
+    /// The store revision on the node that answered.
+    revision: Revision,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -487,20 +487,20 @@ async fn read(
     if params.consistency == Consistency::Linearizable {
         app.node.read_barrier().await?;
     }
-    let (found, applied) = app
+    let (found, revision) = app
         .node
         .state
-        .read(|a| (a.kv.get(&key).cloned(), a.kv.applied()));
+        .read(|a| (a.kv.get(&key).cloned(), a.kv.revision()));
     let Some(found) = found else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "key_not_found",
             format!("no key `{key}`"),
         )
-        .with_details(json!({"applied_index": applied})));
+        .with_details(json!({"revision": revision})));
     };
-    Ok(with_applied(
-        applied,
+    Ok(with_revision(
+        revision,
         Json(KeyValue {
             key,
             value: found.value,
@@ -509,11 +509,11 @@ async fn read(
     ))
 }
 
-fn with_applied(applied: Revision, body: impl IntoResponse) -> Response {
+fn with_revision(revision: Revision, body: impl IntoResponse) -> Response {
     let mut response = body.into_response();
     response
         .headers_mut()
-        .insert(APPLIED_HEADER, HeaderValue::from(applied));
+        .insert(REVISION_HEADER, HeaderValue::from(revision));
     response
 }
 
@@ -563,21 +563,15 @@ async fn list(
     if params.consistency == Consistency::Linearizable {
         app.node.read_barrier().await?;
     }
-    let (keys, applied) = app
+    let (keys, revision) = app
         .node
         .state
-        .read(|a| (a.kv.keys(&params.prefix), a.kv.applied()));
+        .read(|a| (a.kv.keys(&params.prefix), a.kv.revision()));
     let keys = keys
         .into_iter()
         .map(|(key, revision)| KeyEntry { key, revision })
         .collect();
-    Ok(with_applied(
-        applied,
-        Json(KeyList {
-            keys,
-            applied_index: applied,
-        }),
-    ))
+    Ok(with_revision(revision, Json(KeyList { keys, revision })))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -619,7 +613,7 @@ async fn watch(
     changes.mark_unchanged();
     let after = match params.from_revision.or(last_event_id) {
         Some(revision) => revision,
-        None => app.node.state.read(|a| a.kv.applied()),
+        None => app.node.state.read(|a| a.kv.revision()),
     };
     if let Err(Compacted { compacted }) = app
         .node
@@ -674,11 +668,11 @@ impl WatchStream {
                     }
                     let (prefix, after) = (&watch.prefix, watch.after);
                     // The changes and how far the state machine got, under one lock: the cursor may then move
-                    // to the applied index even when nothing under this prefix changed (so a quiet prefix is
+                    // to the store revision even when nothing under this prefix changed (so a quiet prefix is
                     // never reported as compacted).
                     let read = watch.node.state.read(|a| {
                         a.kv.changes_after(after, prefix)
-                            .map(|c| (c, a.kv.applied()))
+                            .map(|c| (c, a.kv.revision()))
                     });
                     match read {
                         Err(Compacted { compacted }) => {
@@ -687,7 +681,7 @@ impl WatchStream {
                             pending.push_back(Event::default().event("compacted").data(data));
                             ended = true;
                         }
-                        Ok((changes, applied)) => {
+                        Ok((changes, revision)) => {
                             for change in &changes {
                                 let kind = if change.value.is_some() {
                                     "put"
@@ -702,7 +696,7 @@ impl WatchStream {
                                         .data(data),
                                 );
                             }
-                            watch.after = watch.after.max(applied);
+                            watch.after = watch.after.max(revision);
                             if changes.is_empty() {
                                 tokio::select! {
                                     changed = watch.changes.changed() => {

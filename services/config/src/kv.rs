@@ -1,10 +1,16 @@
 //! The replicated key-value state machine: what every node applies, in log order, once Raft has committed
 //! an entry (seed, 六: "the leader replicates client changes to a majority before committing").
 //!
-//! Plain Rust with no IO. A key's **revision** is the Raft log index of the entry that last wrote it, so
-//! revisions are the same on every node, grow with time, and a reader can compare them across nodes (etcd's
-//! `mod_revision`). A write with `prev_revision` is compare-and-set: it applies only when the key's current
-//! revision is exactly that (`0` = the key must not exist).
+//! Plain Rust with no IO. The store has a **revision** that grows by one with every change (etcd's
+//! revision): every node applies the same log in the same order, so revisions are the same on every node.
+//! A key's revision is the store revision of its last write (etcd's `mod_revision`). A write with
+//! `prev_revision` is compare-and-set: it applies only when the key's current revision is exactly that
+//! (`0` = the key must not exist). Failed compare-and-sets and deletes of absent keys change nothing and
+//! take no revision.
+//!
+//! One Raft log entry carries a [`Proposal`]: the commands of every client whose write arrived while earlier
+//! proposals were being committed (see [`crate::raft`]), applied one after the other. So a log index is not
+//! a revision; it only says how far a node has applied.
 //!
 //! Every applied change is also kept in a bounded, ordered **history** so that watchers can resume from any
 //! revision after [`KvState::compacted`] without a gap. Older changes are compacted away: a watch from
@@ -17,10 +23,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The Raft log index of the entry that made a change.
+/// The store's change counter.
 pub type Revision = u64;
 
-/// A client command, replicated through the Raft log.
+/// A client command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
@@ -37,17 +43,18 @@ pub enum Command {
     },
 }
 
-impl std::fmt::Display for Command {
+/// The commands of one Raft log entry, applied in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal(pub Vec<Command>);
+
+impl std::fmt::Display for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Put { key, .. } => write!(f, "put {key}"),
-            Command::Delete { key, .. } => write!(f, "delete {key}"),
-        }
+        write!(f, "{} command(s)", self.0.len())
     }
 }
 
-/// What applying one log entry did; returned to the client that proposed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// What applying one command did; returned to the client that proposed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// The key now has this revision.
@@ -58,10 +65,11 @@ pub enum Outcome {
     NotFound,
     /// `prev_revision` did not match; nothing changed. `current` is 0 when the key does not exist.
     RevisionMismatch { current: Revision },
-    /// A log entry that is not a client command (a leader's blank entry, a membership change).
-    #[default]
-    Internal,
 }
+
+/// The outcome of each command of a [`Proposal`], in order (none for a blank or membership entry).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcomes(pub Vec<Outcome>);
 
 /// A key's current value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,10 +96,12 @@ pub struct Compacted {
     pub compacted: Revision,
 }
 
-/// The state a snapshot carries: the keys, nothing else (the history is rebuilt from the log after it).
+/// The state a snapshot carries: the keys and the store revision (the history is rebuilt from the log
+/// after it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KvSnapshot {
     pub entries: BTreeMap<String, Versioned>,
+    pub revision: Revision,
 }
 
 /// The key space plus the bounded change history.
@@ -102,8 +112,8 @@ pub struct KvState {
     history_limit: usize,
     /// Every change with a revision above this one is in `history`.
     compacted: Revision,
-    /// The last log index applied (any entry, not only changes).
-    applied: Revision,
+    /// The store revision: that of the last change.
+    revision: Revision,
 }
 
 impl KvState {
@@ -113,19 +123,13 @@ impl KvState {
             history: VecDeque::new(),
             history_limit: history_limit.max(1),
             compacted: 0,
-            applied: 0,
+            revision: 0,
         }
     }
 
-    /// Applies a committed command at log index `revision`. Returns the outcome and, when the key space
-    /// changed, the change (already appended to the history).
-    pub fn apply(
-        &mut self,
-        revision: Revision,
-        command: Command,
-    ) -> (Outcome, Option<Arc<Change>>) {
-        debug_assert!(revision > self.applied, "log entries are applied in order");
-        self.applied = revision;
+    /// Applies a committed command. Returns the outcome and, when the key space changed, the change (which
+    /// took the next store revision and is already in the history).
+    pub fn apply(&mut self, command: Command) -> (Outcome, Option<Arc<Change>>) {
         let (key, prev_revision) = match &command {
             Command::Put {
                 key, prev_revision, ..
@@ -138,6 +142,7 @@ impl KvState {
         {
             return (Outcome::RevisionMismatch { current }, None);
         }
+        let revision = self.revision + 1;
         let change = match command {
             Command::Put { key, value, .. } => {
                 self.entries.insert(
@@ -164,6 +169,7 @@ impl KvState {
                 }
             }
         };
+        self.revision = revision;
         let outcome = match change.value {
             Some(_) => Outcome::Written { revision },
             None => Outcome::Deleted { revision },
@@ -176,11 +182,6 @@ impl KvState {
             }
         }
         (outcome, Some(change))
-    }
-
-    /// Records that a non-command entry (blank, membership) at `index` was applied.
-    pub fn skip(&mut self, index: Revision) {
-        self.applied = self.applied.max(index);
     }
 
     pub fn get(&self, key: &str) -> Option<&Versioned> {
@@ -196,9 +197,9 @@ impl KvState {
             .collect()
     }
 
-    /// The last log index applied.
-    pub fn applied(&self) -> Revision {
-        self.applied
+    /// The store revision (that of the last change).
+    pub fn revision(&self) -> Revision {
+        self.revision
     }
 
     /// Changes at or below this revision may be gone from the history.
@@ -230,15 +231,16 @@ impl KvState {
     pub fn snapshot(&self) -> KvSnapshot {
         KvSnapshot {
             entries: self.entries.clone(),
+            revision: self.revision,
         }
     }
 
-    /// Replaces the state with a snapshot taken at log index `applied`; the history restarts there.
-    pub fn restore(&mut self, snapshot: KvSnapshot, applied: Revision) {
+    /// Replaces the state with a snapshot; the history restarts at its revision.
+    pub fn restore(&mut self, snapshot: KvSnapshot) {
         self.entries = snapshot.entries;
         self.history.clear();
-        self.compacted = applied;
-        self.applied = applied;
+        self.compacted = snapshot.revision;
+        self.revision = snapshot.revision;
     }
 }
 
@@ -263,63 +265,66 @@ mod tests {
         }
     }
 
+    fn revisions(changes: &[Arc<Change>]) -> Vec<Revision> {
+        changes.iter().map(|c| c.revision).collect()
+    }
+
     #[test]
-    fn a_put_gives_the_key_the_log_index_as_its_revision() {
+    fn every_change_takes_the_next_store_revision() {
         let mut kv = KvState::new(10);
         assert_eq!(
-            kv.apply(3, put("a/b", json!(1), None)).0,
-            Outcome::Written { revision: 3 }
+            kv.apply(put("a/b", json!(1), None)).0,
+            Outcome::Written { revision: 1 }
+        );
+        assert_eq!(
+            kv.apply(put("c", json!(2), None)).0,
+            Outcome::Written { revision: 2 }
         );
         assert_eq!(
             kv.get("a/b"),
             Some(&Versioned {
                 value: json!(1),
-                revision: 3
+                revision: 1
             })
         );
-        assert_eq!(kv.applied(), 3);
+        assert_eq!(kv.revision(), 2);
     }
 
     #[test]
     fn compare_and_set_applies_only_on_the_current_revision() {
         let mut kv = KvState::new(10);
         assert_eq!(
-            kv.apply(1, put("k", json!("a"), Some(0))).0,
+            kv.apply(put("k", json!("a"), Some(0))).0,
             Outcome::Written { revision: 1 }
         );
         assert_eq!(
-            kv.apply(2, put("k", json!("b"), Some(0))).0,
+            kv.apply(put("k", json!("b"), Some(0))).0,
             Outcome::RevisionMismatch { current: 1 }
         );
         assert_eq!(
-            kv.apply(3, put("k", json!("c"), Some(1))).0,
-            Outcome::Written { revision: 3 }
+            kv.apply(put("k", json!("c"), Some(1))).0,
+            Outcome::Written { revision: 2 }
         );
         assert_eq!(kv.get("k").map(|v| v.value.clone()), Some(json!("c")));
         assert_eq!(
-            kv.apply(4, delete("k", Some(1))).0,
-            Outcome::RevisionMismatch { current: 3 }
+            kv.apply(delete("k", Some(1))).0,
+            Outcome::RevisionMismatch { current: 2 }
         );
         assert_eq!(
-            kv.apply(5, delete("k", Some(3))).0,
-            Outcome::Deleted { revision: 5 }
+            kv.apply(delete("k", Some(2))).0,
+            Outcome::Deleted { revision: 3 }
         );
-        assert_eq!(kv.apply(6, delete("k", None)).0, Outcome::NotFound);
-        // A failed CAS or a no-op delete is not a change.
-        let revisions: Vec<_> = kv
-            .changes_after(0, "")
-            .unwrap()
-            .iter()
-            .map(|c| c.revision)
-            .collect();
-        assert_eq!(revisions, [1, 3, 5]);
+        assert_eq!(kv.apply(delete("k", None)).0, Outcome::NotFound);
+        // A failed CAS or a no-op delete is not a change and takes no revision.
+        assert_eq!(revisions(&kv.changes_after(0, "").unwrap()), [1, 2, 3]);
+        assert_eq!(kv.revision(), 3);
     }
 
     #[test]
     fn keys_lists_exactly_the_prefix_in_order() {
         let mut kv = KvState::new(10);
         for (i, key) in ["a/2", "b/1", "a/1", "a", "ab"].iter().enumerate() {
-            kv.apply(i as u64 + 1, put(key, json!(i), None));
+            kv.apply(put(key, json!(i), None));
         }
         let keys: Vec<_> = kv.keys("a/").into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["a/1", "a/2"]);
@@ -330,64 +335,49 @@ mod tests {
     fn the_history_resumes_after_any_revision_and_reports_compaction() {
         let mut kv = KvState::new(3);
         for i in 1..=5 {
-            kv.apply(
-                i * 2,
-                put(if i % 2 == 0 { "x/even" } else { "y/odd" }, json!(i), None),
-            );
+            let key = if i % 2 == 0 { "x/even" } else { "y/odd" };
+            kv.apply(put(key, json!(i), None));
         }
-        // Revisions 2..=10; only the last three (6, 8, 10) are kept.
-        assert_eq!(kv.compacted(), 4);
-        assert_eq!(kv.changes_after(3, ""), Err(Compacted { compacted: 4 }));
-        let all: Vec<_> = kv
-            .changes_after(4, "")
-            .unwrap()
-            .iter()
-            .map(|c| c.revision)
-            .collect();
-        assert_eq!(all, [6, 8, 10]);
-        let after_seven: Vec<_> = kv
-            .changes_after(7, "")
-            .unwrap()
-            .iter()
-            .map(|c| c.revision)
-            .collect();
-        assert_eq!(after_seven, [8, 10]);
-        let evens: Vec<_> = kv
-            .changes_after(4, "x/")
-            .unwrap()
-            .iter()
-            .map(|c| c.revision)
-            .collect();
-        assert_eq!(evens, [8]);
-        assert!(kv.changes_after(10, "").unwrap().is_empty());
+        // Revisions 1..=5; only the last three (3, 4, 5) are kept.
+        assert_eq!(kv.compacted(), 2);
+        assert_eq!(kv.changes_after(1, ""), Err(Compacted { compacted: 2 }));
+        assert_eq!(revisions(&kv.changes_after(2, "").unwrap()), [3, 4, 5]);
+        assert_eq!(revisions(&kv.changes_after(3, "").unwrap()), [4, 5]);
+        assert_eq!(revisions(&kv.changes_after(2, "x/").unwrap()), [4]);
+        assert!(kv.changes_after(5, "").unwrap().is_empty());
     }
 
     #[test]
-    fn restoring_a_snapshot_restarts_the_history_at_its_index() {
+    fn restoring_a_snapshot_restarts_the_history_at_its_revision() {
         let mut kv = KvState::new(10);
-        kv.apply(1, put("k", json!(1), None));
-        kv.apply(2, put("j", json!(2), None));
-        let snapshot = kv.snapshot();
+        kv.apply(put("k", json!(1), None));
+        kv.apply(put("j", json!(2), None));
         let mut restored = KvState::new(10);
-        restored.restore(snapshot, 7);
+        restored.restore(kv.snapshot());
         assert_eq!(restored.get("j").map(|v| v.revision), Some(2));
-        assert_eq!(restored.applied(), 7);
+        assert_eq!(restored.revision(), 2);
         assert_eq!(
             restored.changes_after(1, ""),
-            Err(Compacted { compacted: 7 })
+            Err(Compacted { compacted: 2 })
         );
-        restored.apply(8, put("k", json!(3), None));
-        assert_eq!(restored.changes_after(7, "").unwrap().len(), 1);
+        assert_eq!(
+            restored.apply(put("k", json!(3), None)).0,
+            Outcome::Written { revision: 3 }
+        );
+        assert_eq!(revisions(&restored.changes_after(2, "").unwrap()), [3]);
     }
 
     #[test]
-    fn commands_round_trip_through_json() {
-        let command = put(
-            "distlab/order/default_mode",
-            json!({"mode": "2pc"}),
-            Some(4),
-        );
-        let text = serde_json::to_string(&command).unwrap();
-        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), command);
+    fn proposals_round_trip_through_json() {
+        let proposal = Proposal(vec![
+            put(
+                "distlab/order/default_mode",
+                json!({"mode": "2pc"}),
+                Some(4),
+            ),
+            delete("x", None),
+        ]);
+        let text = serde_json::to_string(&proposal).unwrap();
+        assert_eq!(serde_json::from_str::<Proposal>(&text).unwrap(), proposal);
     }
 }

@@ -5,8 +5,14 @@
 //! [`Node`] is what the HTTP layer calls: [`Node::write`] proposes a [`Command`] and waits for it to be
 //! committed and applied; [`Node::read_barrier`] makes a read linearizable with Raft's ReadIndex (the leader
 //! confirms with a majority that it still leads, then waits until it has applied everything committed up to
-//! then). Concurrent linearizable reads share one confirmation round: a read joins the next round that
-//! starts after it arrived, never one already under way, so batching costs no correctness.
+//! then).
+//!
+//! Both are batched, because openraft 0.9 appends (and fsyncs) each proposal on its own:
+//! - **writes**: a proposer task packs every write that is waiting into one [`Proposal`] — one log entry,
+//!   one fsync per node — with at most [`PROPOSALS_IN_FLIGHT`] proposals under way at once, so that writes
+//!   arriving meanwhile form the next batch (group commit);
+//! - **linearizable reads**: a read joins the next confirmation round that starts after it arrived, never
+//!   one already under way, so sharing a round costs no correctness.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -18,7 +24,7 @@ use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::kv::{Command, Outcome};
+use crate::kv::{Command, Outcome, Outcomes, Proposal};
 use crate::network::{Network, Partition};
 use crate::settings::Settings;
 use crate::store::{LogStore, SharedState, StateMachine};
@@ -28,14 +34,22 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// The config service's Raft types: key-value commands in, outcomes out.
     pub TypeConfig:
-        D = Command,
-        R = Outcome,
+        D = Proposal,
+        R = Outcomes,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
 
+/// How many proposals may be on their way through Raft at once; writes arriving meanwhile wait and form
+/// the next batch. One is fastest on the 2-core bench machine (write throughput 1, 2, 4 in flight: about
+/// 5,600, 4,800 and 4,000/s with 16 clients): openraft already overlaps the leader's fsync with
+/// replication, and fewer, larger entries cost less JSON, HTTP and fsync per write.
+pub const PROPOSALS_IN_FLIGHT: usize = 1;
+/// The most commands in one proposal.
+pub const MAX_BATCH: usize = 256;
+
 /// Why a write or a linearizable read could not be served here and now.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeError {
     /// This node does not lead; `leader` is the one it knows of, if any.
     #[error("this node is not the leader")]
@@ -112,6 +126,8 @@ pub struct ClusterStatus {
     pub last_log_index: u64,
     pub commit_index: u64,
     pub applied_index: u64,
+    /// The store revision here (that of the last change applied).
+    pub revision: u64,
     /// Index of the last snapshot (the log before it is compacted).
     pub snapshot_index: u64,
     /// Peers this node is partitioned away from (admin switch).
@@ -119,6 +135,7 @@ pub struct ClusterStatus {
 }
 
 type ReadWaiter = oneshot::Sender<Result<(), String>>;
+type WriteWaiter = (Command, oneshot::Sender<Result<Outcome, NodeError>>);
 
 /// How a read round's error says that Raft has stopped.
 const STOPPED: &str = "stopped: ";
@@ -132,6 +149,7 @@ pub struct Node {
     pub partition: Partition,
     log: LogStore,
     reads: mpsc::UnboundedSender<ReadWaiter>,
+    writes: mpsc::UnboundedSender<WriteWaiter>,
     quorum_timeout: Duration,
 }
 
@@ -179,6 +197,12 @@ impl Node {
             queue,
             settings.quorum_timeout(),
         ));
+        let (writes, proposals) = mpsc::unbounded_channel();
+        tokio::spawn(propose_writes(
+            raft.clone(),
+            proposals,
+            settings.quorum_timeout(),
+        ));
         Ok(Self {
             id: settings.node_id,
             raft,
@@ -186,16 +210,20 @@ impl Node {
             partition,
             log,
             reads,
+            writes,
             quorum_timeout: settings.quorum_timeout(),
         })
     }
 
-    /// Proposes `command` and waits until it is committed and applied here.
+    /// Proposes `command` (batched with other writes) and waits until it is committed and applied here.
     pub async fn write(&self, command: Command) -> Result<Outcome, NodeError> {
-        match tokio::time::timeout(self.quorum_timeout, self.raft.client_write(command)).await {
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(RaftError::Fatal(fatal))) => Err(NodeError::CommitUnknown(fatal.to_string())),
-            Ok(Err(e)) => Err(e.into()),
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send((command, tx))
+            .map_err(|_| NodeError::Stopped("the proposer stopped".to_owned()))?;
+        match tokio::time::timeout(self.quorum_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(NodeError::CommitUnknown("the proposer stopped".to_owned())),
             Err(_) => Err(NodeError::CommitTimeout(self.quorum_timeout)),
         }
     }
@@ -272,6 +300,7 @@ impl Node {
             last_log_index: metrics.last_log_index.unwrap_or(0),
             commit_index: self.log.committed_index(),
             applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            revision: self.state.read(|a| a.kv.revision()),
             snapshot_index: metrics.snapshot.map_or(0, |l| l.index),
             partitioned_from: self.partition.blocked(),
         }
@@ -303,5 +332,72 @@ async fn confirm_reads(
         for waiter in round {
             let _ = waiter.send(result.clone());
         }
+    }
+}
+
+/// Packs waiting writes into proposals (see the module docs). A proposal is handed to openraft in arrival
+/// order; its outcomes go back to each writer in the order of its commands.
+///
+/// A proposal holds its slot until its outcome arrives or `limit` passes (its writers have given up by
+/// then; a proposal stuck on a leader that lost its majority must not stop the next ones for ever).
+async fn propose_writes(
+    raft: Raft,
+    mut queue: mpsc::UnboundedReceiver<WriteWaiter>,
+    limit: Duration,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
+    loop {
+        // Wait for a free slot first: writes pile up meanwhile and make the next batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let (commands, waiters): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+        let submitted = raft.client_write_ff(Proposal(commands)).await;
+        tokio::spawn(async move {
+            let result = match submitted {
+                Ok(response) => match tokio::time::timeout(limit, response).await {
+                    Ok(Ok(Ok(written))) => Ok(written.data.0),
+                    Ok(Ok(Err(e))) => Err(NodeError::from(e)),
+                    // openraft dropped the responder: it stopped with the proposal under way.
+                    Ok(Err(_)) => Err(NodeError::CommitUnknown("the Raft node stopped".to_owned())),
+                    Err(_) => Err(NodeError::CommitTimeout(limit)),
+                },
+                // Not even submitted.
+                Err(fatal) => Err(NodeError::Stopped(fatal.to_string())),
+            };
+            drop(permit);
+            match result {
+                Ok(outcomes) if outcomes.len() == waiters.len() => {
+                    for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
+                        let _ = waiter.send(Ok(outcome));
+                    }
+                }
+                Ok(outcomes) => {
+                    let e = NodeError::Stopped(format!(
+                        "{} outcomes for {} commands",
+                        outcomes.len(),
+                        waiters.len()
+                    ));
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }

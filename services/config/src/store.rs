@@ -35,7 +35,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::kv::{KvSnapshot, KvState, Outcome};
+use crate::kv::{KvSnapshot, KvState, Outcomes};
 use crate::raft::{NodeId, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -348,8 +348,7 @@ impl StateMachine {
         let mut on_disk = None;
         if let Some(file) = read_snapshot_file(&dir.join("snapshot.json"))? {
             on_disk = file.meta.last_log_id;
-            let index = file.meta.last_log_id.map_or(0, |l| l.index);
-            applied.kv.restore(file.data, index);
+            applied.kv.restore(file.data);
             applied.last_applied = file.meta.last_log_id;
             applied.membership = file.meta.last_membership;
         }
@@ -464,7 +463,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(self.shared.read(|a| (a.last_applied, a.membership.clone())))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Outcome>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Outcomes>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -474,21 +473,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut changes = false;
             for entry in entries {
                 a.last_applied = Some(entry.log_id);
-                let index = entry.log_id.index;
                 match entry.payload {
-                    EntryPayload::Blank => {
-                        a.kv.skip(index);
-                        outcomes.push(Outcome::Internal);
-                    }
+                    EntryPayload::Blank => outcomes.push(Outcomes::default()),
                     EntryPayload::Membership(membership) => {
-                        a.kv.skip(index);
                         a.membership = StoredMembership::new(Some(entry.log_id), membership);
-                        outcomes.push(Outcome::Internal);
+                        outcomes.push(Outcomes::default());
                     }
-                    EntryPayload::Normal(command) => {
-                        let (outcome, change) = a.kv.apply(index, command);
-                        changes |= change.is_some();
-                        outcomes.push(outcome);
+                    EntryPayload::Normal(proposal) => {
+                        let mut applied = Vec::with_capacity(proposal.0.len());
+                        for command in proposal.0 {
+                            let (outcome, change) = a.kv.apply(command);
+                            changes |= change.is_some();
+                            applied.push(outcome);
+                        }
+                        outcomes.push(Outcomes(applied));
                     }
                 }
             }
@@ -523,7 +521,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.save_snapshot(file).await?;
         let index = meta.last_log_id.map_or(0, |l| l.index);
         self.shared.write(|a| {
-            a.kv.restore(data, index);
+            a.kv.restore(data);
             a.last_applied = meta.last_log_id;
             a.membership = meta.last_membership.clone();
         });

@@ -243,7 +243,7 @@ async fn a_killed_node_restarts_and_catches_up_and_a_full_restart_loses_nothing(
         Duration::from_secs(10),
         || async {
             let status = cluster.status(follower).await?;
-            (status["applied_index"].as_u64()? >= last).then_some(())
+            (status["revision"].as_u64()? >= last).then_some(())
         },
     )
     .await;
@@ -298,7 +298,7 @@ async fn snapshots_compact_the_log_and_a_node_that_fell_behind_catches_up_from_o
         Duration::from_secs(15),
         || async {
             let status = cluster.status(lagging).await?;
-            (status["applied_index"].as_u64()? >= last).then_some(())
+            (status["revision"].as_u64()? >= last).then_some(())
         },
     )
     .await;

@@ -50,7 +50,8 @@ pub const MAX_LINE: usize = 1024 * 1024;
 /// Most bytes of an error body quoted in `last_error`.
 const MAX_QUOTED_BODY: usize = 300;
 
-const APPLIED_INDEX_HEADER: &str = "x-distlab-applied-index";
+/// The store revision of the node that answered a read: watching from it misses nothing after the read.
+const REVISION_HEADER: &str = "x-distlab-revision";
 
 /// Where the current default mode comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,7 +339,7 @@ pub enum FollowError {
     StreamEnded { node: String },
     #[error("{node} sent nothing, not even a keep-alive, for {after:?}")]
     Idle { node: String, after: Duration },
-    #[error("{node} answers `compacted` even to a watch from its own applied index")]
+    #[error("{node} answers `compacted` even to a watch from its own store revision")]
     Compacted { node: String },
 }
 
@@ -579,7 +580,7 @@ impl Follower {
         }
     }
 
-    /// Reads the key (a stale read: any node answers) and applies it; returns the node's applied index,
+    /// Reads the key (a stale read: any node answers) and applies it; returns the node's store revision,
     /// which the watch starts after.
     async fn read(&self, node: &str) -> Result<Revision, FollowError> {
         let response = self
@@ -592,7 +593,7 @@ impl Follower {
             .map_err(|error| request_error(node, &error))?;
         let applied = response
             .headers()
-            .get(APPLIED_INDEX_HEADER)
+            .get(REVISION_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<Revision>().ok());
         let status = response.status();
@@ -614,7 +615,7 @@ impl Follower {
                 });
             }
             self.mode.apply_absent();
-            let applied = applied.or(body["error"]["details"]["applied_index"].as_u64());
+            let applied = applied.or(body["error"]["details"]["revision"].as_u64());
             Ok(applied.unwrap_or(0))
         } else {
             Err(status_error(node, response).await)
@@ -975,15 +976,13 @@ mod tests {
     /// the stream ends).
     type Watch = (Option<String>, mpsc::UnboundedSender<String>);
 
-    /// A config node that answers the key with `2pc` at revision 5 (its applied index: 7) and hands each
+    /// A config node that answers the key with `2pc` at revision 5 (its store revision: 7) and hands each
     /// watch to the test.
     async fn fake_node() -> (String, mpsc::UnboundedReceiver<Watch>) {
         async fn read_key(Path(key): Path<String>) -> axum::response::Response {
             let mut response =
                 axum::Json(json!({"key": key, "value": "2pc", "revision": 5})).into_response();
-            response
-                .headers_mut()
-                .insert(APPLIED_INDEX_HEADER, 7.into());
+            response.headers_mut().insert(REVISION_HEADER, 7.into());
             response
         }
         async fn watch_key(
@@ -1056,7 +1055,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(follower.run(shutdown.clone()));
 
-        // The dead node first, then the live one: the key is read, the watch starts at its applied index.
+        // The dead node first, then the live one: the key is read, the watch starts at its store revision.
         let (from, stream) = next_watch(&mut watched).await;
         assert_eq!(from.as_deref(), Some("7"));
         wait_for(&mode, "2pc from the read", |s| {
@@ -1093,7 +1092,7 @@ mod tests {
         assert_eq!(mode.current(), Mode::Outbox);
 
         // Compacted: the key is read again (an older value than the one in force: ignored) and the watch
-        // starts from the node's applied index.
+        // starts from the node's store revision.
         let (from, stream) = next_watch(&mut watched).await;
         assert_eq!(from.as_deref(), Some("9"));
         stream
@@ -1103,7 +1102,7 @@ mod tests {
         assert_eq!(
             from.as_deref(),
             Some("7"),
-            "watches from the re-read's applied index"
+            "watches from the re-read's store revision"
         );
         assert_eq!(mode.current(), Mode::Outbox);
 
