@@ -47,6 +47,11 @@ pub enum Which {
         #[command(flatten)]
         args: crate::locks::LockBenchArgs,
     },
+    /// The config service's Raft cluster against a 3-member etcd cluster, both started by the bench.
+    Config {
+        #[command(flatten)]
+        args: crate::config_bench::ConfigBenchArgs,
+    },
 }
 
 /// The load every benchmark applies.
@@ -83,16 +88,20 @@ const INVENTORY_URL: &str = "http://127.0.0.1:8082";
 const ORDERS_SERVER: &str = "postgres://postgres@127.0.0.1:15432";
 
 pub fn run(stack: &Stack, which: Which) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        stack.is_fully_healthy(),
-        "the stack is not fully up: run `cargo xtask up` (release services) first"
-    );
+    // The config bench starts its own clusters; the others run against the stack.
+    if !matches!(which, Which::Config { .. }) {
+        anyhow::ensure!(
+            stack.is_fully_healthy(),
+            "the stack is not fully up: run `cargo xtask up` (release services) first"
+        );
+    }
     match which {
         Which::Outbox { load, latency_rate } => {
             block_on(outbox(stack, load.settings(latency_rate)))
         }
         Which::TwoPc { load } => block_on(two_phase(load.settings(None))),
         Which::Locks { args } => crate::locks::bench(args),
+        Which::Config { args } => crate::config_bench::bench(stack, args),
     }
 }
 
