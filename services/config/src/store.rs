@@ -6,8 +6,8 @@
 //!   entry as replicated on a follower only once that follower has answered, and followers answer only after
 //!   this fsync, so an acknowledged write is on disk on a majority, as with etcd. openraft hands `append`
 //!   every entry that queued up while the previous fsync ran, so fsyncs are batched across writes under load.
-//!   The commit index is saved without fsync, and durably with the next append (it is only a hint for
-//!   replaying the log at start-up: a lower one after a crash is re-learned from the leader).
+//!   The commit index is kept in memory and written with the next append (it is only a hint for replaying
+//!   the log at start-up: a lower one after a crash is re-learned from the leader).
 //! - **State machine**: the [`KvState`] in memory. On start it is restored from the last snapshot and openraft
 //!   re-applies the committed log after it, so nothing applied is lost.
 //! - **Snapshots** (`snapshot.json`): written to a temporary file, fsynced and renamed over the old one.
@@ -19,6 +19,7 @@
 // openraft's storage API returns its own (large) StorageError.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
@@ -66,7 +67,13 @@ pub struct LogStore {
     committed: Arc<AtomicU64>,
     /// The same as a log id, written durably with the next append.
     committed_id: Arc<std::sync::Mutex<Option<LogId<NodeId>>>>,
+    /// The newest entries (at most [`TAIL_CACHE`]), a contiguous tail of the log: replication reads what
+    /// was just appended, and is served from here instead of decoding it back from redb.
+    tail: Arc<RwLock<BTreeMap<u64, Entry<TypeConfig>>>>,
 }
+
+/// How many of the newest log entries [`LogStore`] keeps in memory.
+const TAIL_CACHE: usize = 4_096;
 
 impl Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,11 +89,29 @@ impl LogStore {
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.commit()?;
+        let mut tail = BTreeMap::new();
+        {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(LOG)?;
+            for row in table.iter()?.rev().take(TAIL_CACHE) {
+                let (index, bytes) = row?;
+                tail.insert(index.value(), serde_json::from_slice(bytes.value())?);
+            }
+        }
         Ok(Self {
             db: Arc::new(db),
             committed: Arc::new(AtomicU64::new(0)),
             committed_id: Arc::default(),
+            tail: Arc::new(RwLock::new(tail)),
         })
+    }
+
+    fn tail_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
+        self.tail.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tail_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
+        self.tail.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The commit index this node knows of.
@@ -139,6 +164,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            std::ops::Bound::Included(i) => *i,
+            std::ops::Bound::Excluded(i) => i.saturating_add(1),
+            std::ops::Bound::Unbounded => 0,
+        };
+        {
+            let tail = self.tail_read();
+            if tail
+                .first_key_value()
+                .is_some_and(|(first, _)| *first <= start)
+            {
+                return Ok(tail.range(range).map(|(_, e)| e.clone()).collect());
+            }
+        }
         let txn = self.db.begin_read().map_err(read_err)?;
         let table = txn.open_table(LOG).map_err(read_err)?;
         let mut entries = Vec::new();
@@ -189,10 +228,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(log_id) = &committed {
             self.committed.store(log_id.index, Ordering::Relaxed);
         }
+        // Kept in memory; the next append writes it, in its transaction. It is only a hint for replaying
+        // the log at start-up, so no write (and no wait for one) on the commit path.
         *self.committed_id.lock().unwrap_or_else(|p| p.into_inner()) = committed;
-        // Not fsynced here (it is only a hint); the next append makes it durable.
-        self.write_meta(COMMITTED, &committed, Durability::None)
-            .await
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
@@ -212,11 +251,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let committed = *self.committed_id.lock().unwrap_or_else(|p| p.into_inner());
         let committed = serde_json::to_vec(&committed).map_err(write_err)?;
         let mut rows = Vec::new();
+        let mut appended = Vec::new();
         for entry in entries {
             rows.push((
                 entry.log_id.index,
                 serde_json::to_vec(&entry).map_err(write_err)?,
             ));
+            appended.push(entry);
         }
         let db = self.db.clone();
         let result = blocking(move || {
@@ -235,6 +276,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await;
         match result {
             Ok(()) => {
+                let mut tail = self.tail_write();
+                for entry in appended {
+                    tail.insert(entry.log_id.index, entry);
+                }
+                while tail.len() > TAIL_CACHE {
+                    tail.pop_first();
+                }
+                drop(tail);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -246,6 +295,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.tail_write().split_off(&log_id.index);
         let db = self.db.clone();
         blocking(move || {
             let txn = db.begin_write()?;
@@ -258,6 +308,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        {
+            let mut tail = self.tail_write();
+            *tail = tail.split_off(&(log_id.index + 1));
+        }
         let bytes = serde_json::to_vec(&Some(log_id)).map_err(write_err)?;
         let db = self.db.clone();
         blocking(move || {
