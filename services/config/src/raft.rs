@@ -151,6 +151,9 @@ pub struct Node {
     reads: mpsc::UnboundedSender<ReadWaiter>,
     writes: mpsc::UnboundedSender<WriteWaiter>,
     quorum_timeout: Duration,
+    /// A leader that has not heard from a majority for this long refuses writes at once (see
+    /// [`Node::write`]).
+    lease: Duration,
 }
 
 impl std::fmt::Debug for Node {
@@ -212,11 +215,20 @@ impl Node {
             reads,
             writes,
             quorum_timeout: settings.quorum_timeout(),
+            lease: Duration::from_millis(settings.election_timeout_max_ms),
         })
     }
 
     /// Proposes `command` (batched with other writes) and waits until it is committed and applied here.
+    ///
+    /// openraft 0.9 has no check-quorum: a leader cut off from the majority keeps believing it leads, and
+    /// its proposals would only time out. So a leader that has not heard from a majority for a whole
+    /// (longest) election timeout — by then the others may well have elected someone else — refuses the
+    /// write at once with [`NodeError::NoQuorum`]; nothing is proposed.
     pub async fn write(&self, command: Command) -> Result<Outcome, NodeError> {
+        if self.lost_majority() {
+            return Err(NodeError::NoQuorum(self.lease));
+        }
         let (tx, rx) = oneshot::channel();
         self.writes
             .send((command, tx))
@@ -251,6 +263,16 @@ impl Node {
             Ok(Err(_)) => Err(NodeError::Stopped("the read confirmer stopped".to_owned())),
             Err(_) => Err(NodeError::NoQuorum(self.quorum_timeout)),
         }
+    }
+
+    /// Whether this node leads but has not heard from a majority within the lease.
+    fn lost_majority(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.state == ServerState::Leader
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| Duration::from_millis(ms) > self.lease)
     }
 
     /// The leader this node knows of, with its address.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use distlab_testkit::eventually;
 use distlab_testkit::linearizability::{CheckResult, Input, Output, Recorder, check};
 use distlab_testkit::raft_cluster::RaftCluster;
 use reqwest::StatusCode;
@@ -25,6 +26,9 @@ const CLIENTS: u64 = 6;
 const KEYS: u64 = 4;
 const MIN_OPERATIONS: usize = 1_200;
 const NEMESIS_ROUNDS: usize = 6;
+/// Operations the clients complete between two faults, and while a fault lasts (so a fault ends only once
+/// the cluster has recovered from it and served work).
+const OPERATIONS_PER_PHASE: usize = 150;
 
 /// A small deterministic PRNG (xorshift), seeded per client: the workload is reproducible in shape.
 struct Rng(u64);
@@ -114,7 +118,7 @@ impl Workload {
             if indeterminate {
                 client = self.next_client.fetch_add(1, Ordering::Relaxed);
                 // The cluster is in trouble: give it a moment rather than pile up open operations.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         done
@@ -174,16 +178,28 @@ async fn write(http: &reqwest::Client, url: &str, body: Value) -> Option<Output>
     .await
 }
 
-/// Kills the leader (restarting it a moment later) and partitions a node away from the others, in turn.
-async fn nemesis(cluster: &mut RaftCluster) -> Vec<String> {
+/// Waits until the clients have recorded `count` more operations.
+async fn operations(recorder: &Recorder, count: usize, during: &str) {
+    let target = recorder.len() + count;
+    eventually(
+        &format!("{count} more operations {during}"),
+        Duration::from_secs(20),
+        || async { (recorder.len() >= target).then_some(()) },
+    )
+    .await;
+}
+
+/// Kills the leader (restarting it once the others have served a while without it) and partitions a node
+/// away from the others, in turn.
+async fn nemesis(cluster: &mut RaftCluster, recorder: &Recorder) -> Vec<String> {
     let mut log = Vec::new();
     for round in 0..NEMESIS_ROUNDS {
-        tokio::time::sleep(Duration::from_millis(400)).await; // let the clients work between faults
+        operations(recorder, OPERATIONS_PER_PHASE, "between faults").await;
         let leader = cluster.leader().await;
         if round % 2 == 0 {
             cluster.kill(leader);
             log.push(format!("killed leader {leader}"));
-            tokio::time::sleep(Duration::from_millis(700)).await; // the fault lasts a while
+            operations(recorder, OPERATIONS_PER_PHASE, "with the leader dead").await;
             cluster.spawn(leader).await;
         } else {
             let victim = if round % 4 == 1 {
@@ -198,7 +214,7 @@ async fn nemesis(cluster: &mut RaftCluster) -> Vec<String> {
                 .collect();
             cluster.partition(victim, &rest).await;
             log.push(format!("partitioned node {victim} (leader was {leader})"));
-            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            operations(recorder, OPERATIONS_PER_PHASE, "with a node partitioned").await;
             cluster.heal().await;
         }
     }
@@ -227,12 +243,10 @@ async fn a_history_recorded_under_leader_kills_and_partitions_is_linearizable() 
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| tokio::spawn(workload.clone().run_client(c + 1)))
         .collect();
-    let faults = nemesis(&mut cluster).await;
-    // Keep going until the history is long enough (and the cluster healed), bounded in time.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while workload.recorder.history().len() < MIN_OPERATIONS && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let faults = nemesis(&mut cluster, &workload.recorder).await;
+    // Keep going (healed) until the history is long enough.
+    let missing = MIN_OPERATIONS.saturating_sub(workload.recorder.len());
+    operations(&workload.recorder, missing, "after the faults").await;
     workload.stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.unwrap();

@@ -293,6 +293,15 @@ impl Recorder {
         });
     }
 
+    /// How many operations were recorded so far.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A copy of the history so far.
     pub fn history(&self) -> History {
         self.lock().clone()
