@@ -488,38 +488,37 @@ impl Stack {
                 self.spawn(part, &mut command)
             }
             Kind::ConfigNode { id } => {
-                let exe = self.root.join("target/release").join(CONFIG_BINARY);
-                anyhow::ensure!(exe.is_file(), "{} is not built", exe.display());
-                let mut command = Command::new(exe);
-                if let Ok(filter) = std::env::var("RUST_LOG") {
-                    command.env("RUST_LOG", filter);
-                }
+                let mut command = self.service_command(CONFIG_BINARY)?;
                 command
-                    .current_dir(&self.root)
                     .env("NODE_ID", id.to_string())
                     .env("LISTEN_ADDR", format!("127.0.0.1:{}", part.port))
                     .env("DATA_DIR", self.state.join(part.name))
                     .env(
                         "INITIAL_MEMBERS",
                         "1=127.0.0.1:8091,2=127.0.0.1:8092,3=127.0.0.1:8093",
-                    )
-                    .env("ADMIN_TOKEN", admin_token());
+                    );
                 self.spawn(part, &mut command)
             }
             Kind::Service { binary, .. } => {
-                let exe = self.root.join("target/release").join(binary);
-                anyhow::ensure!(exe.is_file(), "{} is not built", exe.display());
-                let mut command = Command::new(exe);
-                // Without RUST_LOG the services use their own default filter (which quiets chatty crates).
-                if let Ok(filter) = std::env::var("RUST_LOG") {
-                    command.env("RUST_LOG", filter);
-                }
-                command
-                    .current_dir(&self.root)
-                    .env("ADMIN_TOKEN", admin_token());
+                let mut command = self.service_command(binary)?;
                 self.spawn(part, &mut command)
             }
         }
+    }
+
+    /// A release binary of the workspace, run from the checkout with the stack's admin token.
+    fn service_command(&self, binary: &str) -> anyhow::Result<Command> {
+        let exe = self.root.join("target/release").join(binary);
+        anyhow::ensure!(exe.is_file(), "{} is not built", exe.display());
+        let mut command = Command::new(exe);
+        // Without RUST_LOG the services use their own default filter (which quiets chatty crates).
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
+        command
+            .current_dir(&self.root)
+            .env("ADMIN_TOKEN", admin_token());
+        Ok(command)
     }
 
     /// Starts a long-running process in its own process group, logging to its log file.
