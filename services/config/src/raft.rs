@@ -134,11 +134,8 @@ pub struct ClusterStatus {
     pub partitioned_from: BTreeSet<NodeId>,
 }
 
-type ReadWaiter = oneshot::Sender<Result<(), String>>;
+type ReadWaiter = oneshot::Sender<Result<(), NodeError>>;
 type WriteWaiter = (Command, oneshot::Sender<Result<Outcome, NodeError>>);
-
-/// How a read round's error says that Raft has stopped.
-const STOPPED: &str = "stopped: ";
 
 /// A running node.
 #[derive(Clone)]
@@ -252,14 +249,7 @@ impl Node {
             .send(tx)
             .map_err(|_| NodeError::Stopped("the read confirmer stopped".to_owned()))?;
         match tokio::time::timeout(self.quorum_timeout, rx).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(leader_moved))) if leader_moved.is_empty() => Err(NodeError::NotLeader {
-                leader: self.leader_elsewhere(),
-            }),
-            Ok(Ok(Err(stopped))) if stopped.starts_with(STOPPED) => {
-                Err(NodeError::Stopped(stopped))
-            }
-            Ok(Ok(Err(_no_quorum))) => Err(NodeError::NoQuorum(self.quorum_timeout)),
+            Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(NodeError::Stopped("the read confirmer stopped".to_owned())),
             Err(_) => Err(NodeError::NoQuorum(self.quorum_timeout)),
         }
@@ -277,7 +267,9 @@ impl Node {
 
     /// The leader this node knows of, with its address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let metrics = self.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: this runs on every client request.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         let leader = metrics.current_leader?;
         let addr = metrics
             .membership_config
@@ -344,12 +336,10 @@ async fn confirm_reads(
         }
         let result = match tokio::time::timeout(limit, raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
-                Err(String::new())
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) | Err(_) => {
+                Err(NodeError::NoQuorum(limit))
             }
-            Ok(Err(RaftError::Fatal(fatal))) => Err(format!("{STOPPED}{fatal}")),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".to_owned()),
+            Ok(Err(e)) => Err(e.into()),
         };
         for waiter in round {
             let _ = waiter.send(result.clone());

@@ -32,7 +32,7 @@ use openraft::{
     Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
     StorageError, StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -130,17 +130,12 @@ impl LogStore {
             .map_err(read_err)
     }
 
-    async fn write_meta<T: Serialize>(
-        &self,
-        name: &'static str,
-        value: &T,
-        durability: Durability,
-    ) -> StorageResult<()> {
+    /// Writes a metadata value durably (fsync; redb's default).
+    async fn write_meta<T: Serialize>(&self, name: &'static str, value: &T) -> StorageResult<()> {
         let bytes = serde_json::to_vec(value).map_err(write_err)?;
         let db = self.db.clone();
         blocking(move || {
-            let mut txn = db.begin_write()?;
-            txn.set_durability(durability)?;
+            let txn = db.begin_write()?;
             txn.open_table(META)?.insert(name, bytes.as_slice())?;
             txn.commit()?;
             Ok(())
@@ -217,7 +212,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
-        self.write_meta(VOTE, vote, Durability::Immediate).await
+        self.write_meta(VOTE, vote).await
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
