@@ -19,6 +19,16 @@
 //! A row is never dropped: after [`RelayConfig::stuck_after_attempts`] failures it is logged once and counted
 //! in the `outbox_stuck_messages` gauge, and retried on, until it is delivered or an operator acts.
 //!
+//! **When the broker fails** (it crashed, it restarts, it came back without its data) the relay heals itself,
+//! with no restart of the service:
+//! - rows that failed wait out their backoff, so a dead broker costs one batch per backoff step, not a busy
+//!   loop; the first round that delivers again makes every waiting row due at once, so the backlog drains
+//!   as soon as the broker answers instead of trickling out as each row's backoff ends;
+//! - after a failed round the relay checks that the topics of its rows exist and creates them if the broker
+//!   lost them ([`kafka::TopicRepair`]);
+//! - a producer that fails fatally, or fails every send for [`RelayConfig::rebuild_after_failed_rounds`]
+//!   rounds in a row, is replaced by a new one, so no client-side state can keep it stuck.
+//!
 //! If the relay dies between 3 and 4, its claim is rolled back and the rows are published again: delivery is
 //! **at least once**, which is why every consumer deduplicates by `message_id`
 //! ([`crate::consumer::IdempotentConsumer`]). [`RelayFaults`] can inject exactly that death, for tests and
@@ -109,6 +119,11 @@ pub struct RelayConfig {
     pub retry: Backoff,
     /// Failures after which a row counts as stuck (logged, counted; still retried).
     pub stuck_after_attempts: i32,
+    /// Rounds in a row in which every send failed, after which the producer is replaced.
+    pub rebuild_after_failed_rounds: u32,
+    /// Partitions and replication factor of a topic the relay must create again (a broker that lost it).
+    pub topic_partitions: i32,
+    pub replication_factor: i32,
 }
 
 impl RelayConfig {
@@ -120,6 +135,9 @@ impl RelayConfig {
             poll_interval: Duration::from_secs(1),
             retry: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
             stuck_after_attempts: 8,
+            rebuild_after_failed_rounds: 3,
+            topic_partitions: 4,
+            replication_factor: 1,
         }
     }
 }
@@ -168,6 +186,9 @@ pub struct Relay {
     producer: FutureProducer,
     config: RelayConfig,
     faults: RelayFaults,
+    topics: kafka::TopicRepair,
+    /// Rounds in a row in which every send failed.
+    failed_rounds: u32,
 }
 
 impl std::fmt::Debug for Relay {
@@ -181,11 +202,19 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     pub fn new(pool: PgPool, config: RelayConfig, faults: RelayFaults) -> anyhow::Result<Self> {
         let producer = kafka::producer(&config.brokers, &format!("{}-relay", config.name))?;
+        let topics = kafka::TopicRepair::new(
+            &config.brokers,
+            Vec::new(),
+            config.topic_partitions,
+            config.replication_factor,
+        );
         Ok(Self {
             pool,
             producer,
             config,
             faults,
+            topics,
+            failed_rounds: 0,
         })
     }
 
@@ -354,7 +383,16 @@ impl Relay {
             .record(started.elapsed().as_secs_f64());
         if !failed_ids.is_empty() {
             tracing::warn!(relay = %self.config.name, failed = failed_ids.len(), error = %failed_errors[0], "outbox rows not delivered; will retry");
-            self.recreate_producer_if_fatal();
+            for row in &rows {
+                self.topics.keep(&row.topic);
+            }
+            self.topics.after_failure(&self.config.name).await;
+        }
+        if sent.is_empty() {
+            self.failed_rounds += 1;
+            self.replace_producer_if_stuck();
+        } else if std::mem::take(&mut self.failed_rounds) > 0 {
+            self.retry_waiting_rows_now().await;
         }
         Ok(RoundOutcome {
             claimed: rows.len(),
@@ -363,15 +401,49 @@ impl Relay {
         })
     }
 
-    /// An idempotent producer can enter a fatal state; it must then be replaced.
-    fn recreate_producer_if_fatal(&mut self) {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            tracing::error!(relay = %self.config.name, ?code, %reason, "Kafka producer failed fatally; re-creating it");
-            match kafka::producer(&self.config.brokers, &format!("{}-relay", self.config.name)) {
-                Ok(producer) => self.producer = producer,
-                Err(error) => {
-                    tracing::error!(relay = %self.config.name, %error, "cannot re-create the Kafka producer")
-                }
+    /// A producer that failed fatally (an idempotent producer can), or that has not delivered anything for
+    /// [`RelayConfig::rebuild_after_failed_rounds`] rounds, is replaced: whatever state it holds (connections,
+    /// metadata of a broker that is gone) goes with it.
+    fn replace_producer_if_stuck(&mut self) {
+        let fatal = self.producer.client().fatal_error();
+        let stuck = self.failed_rounds >= self.config.rebuild_after_failed_rounds;
+        if fatal.is_none() && !stuck {
+            return;
+        }
+        match &fatal {
+            Some((code, reason)) => {
+                tracing::error!(relay = %self.config.name, ?code, %reason, "Kafka producer failed fatally; replacing it")
+            }
+            None => {
+                tracing::warn!(relay = %self.config.name, rounds = self.failed_rounds, "Kafka producer delivered nothing for several rounds; replacing it")
+            }
+        }
+        match kafka::producer(&self.config.brokers, &format!("{}-relay", self.config.name)) {
+            Ok(producer) => {
+                self.producer = producer;
+                self.failed_rounds = 0;
+                metrics::counter!("outbox_producer_rebuilds_total", "relay" => self.config.name.clone())
+                    .increment(1);
+            }
+            Err(error) => {
+                tracing::error!(relay = %self.config.name, %error, "cannot create a Kafka producer")
+            }
+        }
+    }
+
+    /// The broker delivers again: rows that wait out a backoff become due now, so the backlog drains at once.
+    async fn retry_waiting_rows_now(&self) {
+        let result = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = now() WHERE next_attempt_at > now() AND attempts > 0",
+        )
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(done) => {
+                tracing::info!(relay = %self.config.name, waiting = done.rows_affected(), "Kafka delivers again; retrying the waiting rows now")
+            }
+            Err(error) => {
+                tracing::warn!(relay = %self.config.name, %error, "cannot make the waiting rows due")
             }
         }
     }

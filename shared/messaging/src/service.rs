@@ -99,13 +99,19 @@ pub async fn assemble<H: Handler>(
     let relay_faults = RelayFaults::default();
     let relay = Relay::new(
         pool.clone(),
-        RelayConfig::new(parts.name, &kafka.brokers),
+        RelayConfig {
+            topic_partitions: kafka.topic_partitions,
+            replication_factor: kafka.replication_factor,
+            ..RelayConfig::new(parts.name, &kafka.brokers)
+        },
         relay_faults.clone(),
     )?;
     let consumer = IdempotentConsumer::new(
         pool.clone(),
         ConsumerConfig {
             fetch_wait_max_ms: kafka.fetch_wait_max_ms,
+            topic_partitions: kafka.topic_partitions,
+            replication_factor: kafka.replication_factor,
             ..ConsumerConfig::new(
                 parts.name,
                 &kafka.brokers,
