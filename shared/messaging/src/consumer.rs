@@ -16,6 +16,20 @@
 //! A message that can never be applied (not an envelope, a payload that does not parse) is written to
 //! `dead_letters` in the same transaction, so it neither blocks its partition nor disappears. Any other error
 //! rolls the whole batch back; it is retried with backoff, never skipped.
+//!
+//! **When the broker fails**, librdkafka reconnects and the consumer rejoins its group by itself; a failed
+//! offset commit only means a redelivery, which step 1 skips. A broker that came back without its data has
+//! lost the topics and the group's offsets, and the consumer's own positions now point into partitions that
+//! start again at 0:
+//! - a failed receive makes the consumer create its topics again ([`kafka::TopicRepair`]), and the metadata
+//!   refresh (every 5 s) finds them;
+//! - every few seconds, and after a failed receive before it commits again, the consumer looks at the broker
+//!   ([`crate::offsets`]): another cluster id, or a position or commit above a partition's high watermark,
+//!   means the broker lost its data; the consumer goes back to the beginning of those partitions and reads
+//!   them again, and step 1 skips what it had already applied;
+//! - messages the old broker held and nobody had consumed are gone with it — the order service sends an
+//!   order's `OrderPlaced` again when no answer came, and the handlers are idempotent per order, not only
+//!   per message, for that reason.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -38,6 +52,7 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::envelope::Envelope;
 use crate::kafka;
+use crate::offsets::{self, BrokerWatch};
 
 /// The business side of a consumer.
 pub trait Handler: Send + Sync + 'static {
@@ -95,6 +110,10 @@ pub struct ConsumerConfig {
     pub batch_max: usize,
     /// Schedule of retries of a batch that failed.
     pub retry: Backoff,
+    /// Partitions and replication factor of a subscribed topic the consumer must create again (a broker
+    /// that lost it).
+    pub topic_partitions: i32,
+    pub replication_factor: i32,
 }
 
 impl ConsumerConfig {
@@ -112,6 +131,8 @@ impl ConsumerConfig {
             fetch_wait_max_ms: 10,
             batch_max: 256,
             retry: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            topic_partitions: 4,
+            replication_factor: 1,
         }
     }
 }
@@ -121,6 +142,8 @@ impl ConsumerConfig {
 pub struct ConsumerStats {
     assigned: Arc<AtomicUsize>,
     applied: Arc<AtomicU64>,
+    /// Times the consumer found the broker had lost its data and went back.
+    rewinds: Arc<AtomicU64>,
 }
 
 impl ConsumerStats {
@@ -132,6 +155,11 @@ impl ConsumerStats {
     /// Messages this instance applied (duplicates and dead letters not counted).
     pub fn applied(&self) -> u64 {
         self.applied.load(Ordering::Relaxed)
+    }
+
+    /// Times this instance found that the broker had lost its data, and went back to read again.
+    pub fn rewinds(&self) -> u64 {
+        self.rewinds.load(Ordering::Relaxed)
     }
 }
 
@@ -186,10 +214,18 @@ pub struct BatchOutcome {
     pub dead_letters: usize,
 }
 
+/// How often a consumer looks at the broker for lost logs ([`crate::offsets`]): one position and one
+/// watermark request per assigned partition.
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// The same, after a failed receive, until the broker has answered the look.
+const LOOK_EVERY_WHEN_SUSPECT: Duration = Duration::from_secs(1);
+/// How long one look may wait for the broker.
+const LOOK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Consumes `topics` in a consumer group and applies each message once. See the module documentation.
 pub struct IdempotentConsumer<H: Handler> {
     pool: PgPool,
-    consumer: StreamConsumer<RebalanceContext>,
+    consumer: Arc<StreamConsumer<RebalanceContext>>,
     stats: ConsumerStats,
     handler: H,
     config: ConsumerConfig,
@@ -222,7 +258,7 @@ impl<H: Handler> IdempotentConsumer<H> {
         consumer.subscribe(&topics)?;
         Ok(Self {
             pool,
-            consumer,
+            consumer: Arc::new(consumer),
             stats,
             handler,
             config,
@@ -237,25 +273,45 @@ impl<H: Handler> IdempotentConsumer<H> {
     /// Consumes until `shutdown` is cancelled. Errors are logged and retried, never returned.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(consumer = %self.config.name, topics = ?self.config.topics, "consumer started");
+        let mut topics = kafka::TopicRepair::new(
+            &self.config.brokers,
+            self.config.topics.clone(),
+            self.config.topic_partitions,
+            self.config.replication_factor,
+        );
         let mut batch: Vec<Received> = Vec::with_capacity(self.config.batch_max);
+        let mut watch = BrokerWatch::default();
+        // The first look learns the broker's cluster id.
+        let mut next_look = tokio::time::Instant::now();
         'consume: loop {
             let first = tokio::select! {
                 () = shutdown.cancelled() => break,
                 received = self.consumer.recv() => received,
+                () = tokio::time::sleep_until(next_look) => {
+                    self.look_at_the_broker(&mut watch, &mut topics).await;
+                    let every = if watch.suspect() || watch.paused() {
+                        LOOK_EVERY_WHEN_SUSPECT
+                    } else {
+                        LOOK_EVERY
+                    };
+                    next_look = tokio::time::Instant::now() + every;
+                    continue;
+                }
             };
             match first {
                 Ok(message) => batch.push(detach(&message)),
                 Err(error) => {
-                    tracing::warn!(consumer = %self.config.name, %error, "Kafka receive failed");
+                    self.receive_failed(&error, &mut watch);
+                    next_look =
+                        next_look.min(tokio::time::Instant::now() + LOOK_EVERY_WHEN_SUSPECT);
+                    topics.after_failure(&self.config.name).await;
                     continue;
                 }
             }
             while batch.len() < self.config.batch_max {
                 match self.consumer.recv().now_or_never() {
                     Some(Ok(message)) => batch.push(detach(&message)),
-                    Some(Err(error)) => {
-                        tracing::warn!(consumer = %self.config.name, %error, "Kafka receive failed")
-                    }
+                    Some(Err(error)) => self.receive_failed(&error, &mut watch),
                     None => break,
                 }
             }
@@ -275,6 +331,13 @@ impl<H: Handler> IdempotentConsumer<H> {
                         }
                     }
                 }
+            }
+            // After a failed receive, look before committing: a commit from positions that went stale would
+            // tell the broker to skip what it now holds below them.
+            if watch.suspect() && self.look_at_the_broker(&mut watch, &mut topics).await {
+                // Positions moved back: this batch's offsets must not be committed over what is re-read.
+                batch.clear();
+                continue;
             }
             if let Err(error) = self.commit_offsets(&batch) {
                 // The effects are committed; a redelivery after this is deduplicated.
@@ -372,6 +435,102 @@ impl<H: Handler> IdempotentConsumer<H> {
         Ok(outcome)
     }
 
+    /// A receive failed: the broker may be gone. At the first failure of an outage, the consumer stops
+    /// fetching its partitions until a look finds the broker sound again (see [`crate::offsets`]).
+    fn receive_failed(&self, error: &rdkafka::error::KafkaError, watch: &mut BrokerWatch) {
+        tracing::warn!(consumer = %self.config.name, %error, "Kafka receive failed");
+        if !watch.receive_failed() {
+            return;
+        }
+        let paused = self.consumer.assignment().and_then(|assignment| {
+            self.consumer.pause(&assignment)?;
+            Ok(partitions_of(&assignment))
+        });
+        match paused {
+            Ok(partitions) => {
+                tracing::info!(consumer = %self.config.name, "fetching paused until the broker is back and sound");
+                watch.paused_these(partitions);
+            }
+            Err(error) => {
+                tracing::warn!(consumer = %self.config.name, %error, "cannot pause fetching")
+            }
+        }
+    }
+
+    /// Looks at the broker (see [`crate::offsets`]), goes back where it lost its data and, when fetching is
+    /// paused, resumes it once the broker answered and every topic exists. Returns whether it went back. A
+    /// broker that does not answer is looked at again soon.
+    async fn look_at_the_broker(
+        &self,
+        watch: &mut BrokerWatch,
+        topics: &mut kafka::TopicRepair,
+    ) -> bool {
+        // Never fetch a topic the broker does not have (see the module documentation of `offsets`); this
+        // also lets the look below read every partition's watermarks.
+        if watch.paused() && !topics.ensure(&self.config.name).await {
+            return false;
+        }
+        let consumer = self.consumer.clone();
+        let look =
+            tokio::task::spawn_blocking(move || offsets::inspect(&consumer, LOOK_TIMEOUT)).await;
+        let look = match look {
+            Ok(Ok(look)) => look,
+            Ok(Err(error)) => {
+                tracing::debug!(consumer = %self.config.name, %error, "cannot look at the broker yet");
+                return false;
+            }
+            Err(error) => {
+                tracing::warn!(consumer = %self.config.name, %error, "looking at the broker failed");
+                return false;
+            }
+        };
+        let rewinds = offsets::rewinds(watch, &look);
+        let went_back = !rewinds.is_empty() && self.go_back(rewinds, watch).await;
+        if watch.paused() && !watch.suspect() {
+            let resumed = self.consumer.assignment().and_then(|assignment| {
+                let mut list = TopicPartitionList::new();
+                for (topic, partition) in watch.to_resume(&partitions_of(&assignment)) {
+                    list.add_partition(&topic, partition);
+                }
+                self.consumer.resume(&list)
+            });
+            match resumed {
+                Ok(()) => {
+                    watch.resumed();
+                    tracing::info!(consumer = %self.config.name, "the broker is back; fetching resumed");
+                }
+                Err(error) => {
+                    tracing::warn!(consumer = %self.config.name, %error, "cannot resume fetching; trying again")
+                }
+            }
+        }
+        went_back
+    }
+
+    /// Seeks the partitions back and commits their new start; returns whether it did.
+    async fn go_back(&self, rewinds: Vec<offsets::Rewind>, watch: &mut BrokerWatch) -> bool {
+        tracing::warn!(consumer = %self.config.name, ?rewinds,
+            "the broker lost its data (another broker, or offsets beyond its log); reading those partitions again from their beginning");
+        let consumer = self.consumer.clone();
+        let gone_back = tokio::task::spawn_blocking(move || {
+            offsets::go_back(&consumer, &rewinds, LOOK_TIMEOUT)
+        })
+        .await;
+        let error = match gone_back {
+            Ok(Ok(())) => {
+                self.stats.rewinds.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("consumer_rewinds_total", "consumer" => self.config.name.clone())
+                    .increment(1);
+                return true;
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(consumer = %self.config.name, %error, "cannot go back; trying again");
+        watch.look_again();
+        false
+    }
+
     /// Commits, per partition, the offset after the batch's last message.
     fn commit_offsets(&self, batch: &[Received]) -> anyhow::Result<()> {
         let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
@@ -388,6 +547,13 @@ impl<H: Handler> IdempotentConsumer<H> {
         self.consumer.commit(&list, CommitMode::Async)?;
         Ok(())
     }
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<offsets::Partition> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
 }
 
 fn detach(message: &impl Message) -> Received {

@@ -10,13 +10,15 @@
 //!    `message_id` in the same transaction as the effect, so at-least-once delivery has exactly-once effect.
 //!
 //! [`envelope`] is the wire format of DESIGN.md and [`events`] the typed payloads; [`kafka`] builds clients
-//! with the settings every service must agree on (idempotent producer, `acks=all`, manual offset commits).
+//! with the settings every service must agree on (`acks=all` producers, manual offset commits), and
+//! [`offsets`] lets a consumer notice a broker that came back without its data.
 
 pub mod backoff;
 pub mod consumer;
 pub mod envelope;
 pub mod events;
 pub mod kafka;
+pub mod offsets;
 pub mod outbox;
 pub mod service;
 
