@@ -12,10 +12,16 @@
 //! 3. `StockReserved` or `StockRejected` (`insufficient_stock` / `unknown_sku`) goes into the outbox (one
 //!    statement for the batch).
 //!
+//! An `OrderPlaced` about an order decided before (the order service sends it again when no answer came —
+//! the first answer may have been lost with a broker's data) is answered again with the decision already
+//! made, read from `order_outcomes` and `reservations`: nothing is reserved twice, and the order hears back.
+//!
 //! Before the batch, the batch's SKUs are locked in SKU order ([`Handler::before_batch`]), so two inventory
 //! replicas working on overlapping orders wait for each other instead of deadlocking.
 
 use std::collections::{BTreeMap, HashSet};
+
+use anyhow::Context;
 
 use distlab_messaging::Envelope;
 use distlab_messaging::consumer::Handler;
@@ -298,6 +304,7 @@ impl Handler for Reservations {
         orders: &[&OrderToReserve],
     ) -> anyhow::Result<()> {
         let mut answers = Vec::with_capacity(orders.len());
+        let mut decided_before = Vec::new();
         for (order_id, decision) in reserve(&mut *conn, orders).await? {
             let answer = match decision {
                 Decision::Reserved(items) => {
@@ -315,7 +322,7 @@ impl Handler for Reservations {
                     })?
                 }
                 Decision::AlreadyDecided => {
-                    tracing::info!(%order_id, "order already decided; nothing to do");
+                    decided_before.push(order_id);
                     continue;
                 }
             };
@@ -325,9 +332,91 @@ impl Handler for Reservations {
                 envelope: answer,
             });
         }
+        if !decided_before.is_empty() {
+            tracing::info!(
+                orders = decided_before.len(),
+                "OrderPlaced again for orders decided before; answering with the same decision"
+            );
+            metrics::counter!("inventory_decisions_repeated_total")
+                .increment(decided_before.len() as u64);
+            for (order_id, answer) in earlier_answers(&mut *conn, &decided_before).await? {
+                answers.push(OutboxMessage {
+                    topic: self.answer_topic.clone(),
+                    key: order_id.to_string(),
+                    envelope: answer,
+                });
+            }
+        }
         outbox::enqueue_all(conn, &answers).await?;
         Ok(())
     }
+}
+
+/// An order's decision as `order_outcomes` and `reservations` keep it.
+#[derive(Debug, sqlx::FromRow)]
+struct EarlierDecision {
+    order_id: Uuid,
+    outcome: String,
+    reason: Option<String>,
+    skus: Vec<String>,
+    quantities: Vec<i32>,
+}
+
+impl EarlierDecision {
+    /// The answer the inventory gave for this decision.
+    fn answer(self) -> anyhow::Result<Envelope> {
+        let order_id = self.order_id;
+        if self.outcome == "reserved" {
+            let items = self
+                .skus
+                .into_iter()
+                .zip(self.quantities)
+                .map(|(sku, quantity)| OrderItem {
+                    sku,
+                    quantity: quantity.unsigned_abs(),
+                })
+                .collect();
+            return Ok(Envelope::new(&StockReserved { order_id, items })?);
+        }
+        let reason = self
+            .reason
+            .as_deref()
+            .and_then(RejectReason::parse)
+            .with_context(|| {
+                format!(
+                    "order {order_id} was rejected for an unknown reason {:?}",
+                    self.reason
+                )
+            })?;
+        Ok(Envelope::new(&StockRejected {
+            order_id,
+            reason,
+            sku: None,
+        })?)
+    }
+}
+
+/// The answers the inventory gave before to `order_ids`, rebuilt from `order_outcomes` and `reservations`.
+async fn earlier_answers(
+    conn: &mut PgConnection,
+    order_ids: &[Uuid],
+) -> anyhow::Result<Vec<(Uuid, Envelope)>> {
+    let decisions: Vec<EarlierDecision> = sqlx::query_as(
+        "SELECT o.order_id, o.outcome, o.reason,
+                coalesce(array_agg(r.sku ORDER BY r.sku) FILTER (WHERE r.sku IS NOT NULL), '{}') AS skus,
+                coalesce(array_agg(r.quantity ORDER BY r.sku) FILTER (WHERE r.sku IS NOT NULL), '{}')
+                    AS quantities
+         FROM order_outcomes o LEFT JOIN reservations r ON r.order_id = o.order_id
+         WHERE o.order_id = ANY($1)
+         GROUP BY o.order_id, o.outcome, o.reason",
+    )
+    .bind(order_ids)
+    .fetch_all(conn)
+    .await?;
+    decisions
+        .into_iter()
+        .map(|decision| Ok((decision.order_id, decision.answer()?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -379,6 +468,45 @@ mod tests {
             );
         }
         assert!(OrderToReserve::try_from(placed(vec![item("a", max)])).is_ok());
+    }
+
+    #[test]
+    fn an_earlier_decision_is_answered_again_as_it_was() {
+        let order_id = Uuid::now_v7();
+        let reserved = EarlierDecision {
+            order_id,
+            outcome: "reserved".into(),
+            reason: None,
+            skus: vec!["a".into(), "b".into()],
+            quantities: vec![2, 5],
+        };
+        let answer = reserved.answer().unwrap();
+        assert!(answer.is::<StockReserved>());
+        let payload: StockReserved = answer.payload_as().unwrap();
+        assert_eq!(payload.order_id, order_id);
+        assert_eq!(payload.items, [item("a", 2), item("b", 5)]);
+
+        let rejected = EarlierDecision {
+            order_id,
+            outcome: "rejected".into(),
+            reason: Some("unknown_sku".into()),
+            skus: vec![],
+            quantities: vec![],
+        };
+        let payload: StockRejected = rejected.answer().unwrap().payload_as().unwrap();
+        assert_eq!(payload.reason, RejectReason::UnknownSku);
+
+        let garbled = EarlierDecision {
+            order_id,
+            outcome: "rejected".into(),
+            reason: Some("solar_flare".into()),
+            skus: vec![],
+            quantities: vec![],
+        };
+        assert!(
+            garbled.answer().is_err(),
+            "an unknown reason is an error, not a guess"
+        );
     }
 
     #[test]

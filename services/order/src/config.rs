@@ -39,6 +39,11 @@ pub struct Config {
     /// Base URL of the 2PC coordinator (for `"mode": "2pc"` orders).
     #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:8083")]
     pub coordinator_url: String,
+    /// Milliseconds an outbox order may wait for the inventory's answer before its OrderPlaced is sent
+    /// again (in case the broker lost it); the wait doubles after each redelivery, up to 5 minutes.
+    #[arg(long, env = "REDELIVER_AFTER_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub redeliver_after_ms: u64,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -54,8 +59,14 @@ impl Config {
             consumer_group: "order".into(),
             default_mode: Mode::Outbox,
             coordinator_url: "http://127.0.0.1:8083".into(),
+            redeliver_after_ms: 15_000,
             admin: AdminArgs::off(),
         }
+    }
+
+    /// How long an outbox order waits for its answer before its `OrderPlaced` is sent again.
+    pub fn redeliver_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.redeliver_after_ms)
     }
 }
 

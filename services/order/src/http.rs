@@ -97,7 +97,15 @@ async fn place_order(
     if order.mode == Mode::TwoPhaseCommit {
         return crate::two_phase::place(&state, order, key).await;
     }
-    match store::place(&state.pool, &order, key.as_ref(), &state.order_events_topic).await {
+    let placed = store::place(
+        &state.pool,
+        &order,
+        key.as_ref(),
+        &state.order_events_topic,
+        state.redeliver_after,
+    )
+    .await;
+    match placed {
         Ok(Placed::Created(order)) => {
             metrics::counter!("orders_placed_total", "mode" => order.mode.as_str()).increment(1);
             Ok(accepted(&order.id, axum::Json(&order).into_response()))

@@ -18,6 +18,7 @@ pub mod confirmation;
 pub mod error;
 pub mod http;
 pub mod orders;
+pub mod redelivery;
 pub mod runtime_config;
 pub mod store;
 pub mod two_phase;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub participant: Arc<Participant<two_phase::OrderBranch>>,
     pub coordinator_url: String,
     pub http: reqwest::Client,
+    /// How long an outbox order waits for its answer before its `OrderPlaced` is sent again.
+    pub redeliver_after: std::time::Duration,
 }
 
 /// A built order service, ready to run. See [`distlab_platform::http::Service`].
@@ -112,6 +115,7 @@ impl Application {
             participant: twopc.participant.clone(),
             coordinator_url: config.coordinator_url.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
+            redeliver_after: config.redeliver_after(),
         };
         let parts = Parts {
             name: "order",
@@ -129,9 +133,17 @@ impl Application {
             ],
         };
         let assembled = service::assemble(pool.clone(), &config.kafka, parts).await?;
+        let redelivery = redelivery::Redelivery::new(
+            pool.clone(),
+            config.kafka.order_events_topic.clone(),
+            config.redeliver_after(),
+        );
+        let assembled_service = assembled
+            .service
+            .with_task(redelivery.run(shutdown.clone()));
         let service = match follower {
-            Some(follower) => assembled.service.with_task(follower.run(shutdown)),
-            None => assembled.service,
+            Some(follower) => assembled_service.with_task(follower.run(shutdown)),
+            None => assembled_service,
         };
         Ok(Self {
             service,

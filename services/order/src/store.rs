@@ -62,8 +62,8 @@ const ORDER_COLUMNS: &str = "id, customer_id, items, status, mode, reason, creat
 /// The order write path as one statement, so one local transaction: the order (PENDING) and its
 /// `OrderPlaced` in the outbox (the outbox's columns are those of `distlab_messaging::outbox::enqueue_all`).
 const PLACE: &str = "WITH placed AS (
-        INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
-        VALUES ($1, $2, $3, 'PENDING', $4, $5, $5)
+        INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at, redeliver_at)
+        VALUES ($1, $2, $3, 'PENDING', $4, $5, $5, $9)
         RETURNING id)
     INSERT INTO outbox (message_id, topic, message_key, envelope)
     SELECT $6, $7, id::text, $8 FROM placed";
@@ -72,23 +72,25 @@ const PLACE: &str = "WITH placed AS (
 /// concurrent request with the same key waits on the key's unique index until the first one commits.
 const PLACE_WITH_KEY: &str = "WITH recorded AS (
         INSERT INTO idempotency_keys (key, request_hash, order_id, response_status, response_body)
-        VALUES ($9, $10, $1, 202, $11)
+        VALUES ($10, $11, $1, 202, $12)
         ON CONFLICT DO NOTHING
         RETURNING order_id),
     placed AS (
-        INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
-        SELECT $1, $2, $3, 'PENDING', $4, $5, $5 FROM recorded
+        INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at, redeliver_at)
+        SELECT $1, $2, $3, 'PENDING', $4, $5, $5, $9 FROM recorded
         RETURNING id)
     INSERT INTO outbox (message_id, topic, message_key, envelope)
     SELECT $6, $7, id::text, $8 FROM placed";
 
 /// Places an outbox-mode order: in ONE local transaction (one statement), the idempotency record if a key
-/// came, the order (PENDING) and its `OrderPlaced` message in the outbox.
+/// came, the order (PENDING) and its `OrderPlaced` message in the outbox. Without an answer after
+/// `redeliver_after`, [`crate::redelivery`] sends the message again.
 pub async fn place(
     pool: &PgPool,
     order: &ValidOrder,
     key: Option<&IdempotencyKey>,
     topic: &str,
+    redeliver_after: std::time::Duration,
 ) -> anyhow::Result<Placed> {
     let now = crate::orders::now();
     let placed = Order {
@@ -114,7 +116,8 @@ pub async fn place(
         .bind(now)
         .bind(event.message_id)
         .bind(topic)
-        .bind(Json(&event));
+        .bind(Json(&event))
+        .bind(now + chrono::TimeDelta::from_std(redeliver_after)?);
     let query = match key {
         Some(key) => query
             .bind(&key.key)

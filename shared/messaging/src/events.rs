@@ -72,4 +72,28 @@ impl RejectReason {
             Self::UnknownSku => "unknown_sku",
         }
     }
+
+    /// The reason [`RejectReason::as_str`] names.
+    pub fn parse(reason: &str) -> Option<Self> {
+        [Self::InsufficientStock, Self::UnknownSku]
+            .into_iter()
+            .find(|r| r.as_str() == reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_reasons_parse_back_from_their_names_and_serde_agrees() {
+        for reason in [RejectReason::InsufficientStock, RejectReason::UnknownSku] {
+            assert_eq!(RejectReason::parse(reason.as_str()), Some(reason));
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                serde_json::Value::String(reason.as_str().into())
+            );
+        }
+        assert_eq!(RejectReason::parse("vote_no"), None);
+    }
 }
