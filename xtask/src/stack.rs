@@ -3,7 +3,8 @@
 //! Each part has a port, a way to start, a readiness probe and a way to stop. State, logs and pid files live
 //! in `.distlab/` at the workspace root (git-ignored). `up` is idempotent: a part that is healthy and was
 //! started by this checkout is left alone; a port taken by anything else is an error, never silently reused.
-//! Readiness is probed (pg_isready, PING, ruok, Kafka metadata, `/readyz`) with a deadline, never slept for.
+//! Readiness is probed (pg_isready, PING, ruok, a Kafka produce and fetch, `/readyz`) with a deadline, never
+//! slept for; a broker, Redis or ZooKeeper that runs but fails its probe is restarted by `up`.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -24,6 +25,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a stopped process may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `up` gives a running part that fails its probe before restarting it (see
+/// `Stack::restart_when_stuck`): long enough for one that is still starting.
+const STUCK_GRACE: Duration = Duration::from_secs(10);
+/// How long the broker's produce-and-fetch probe may take.
+const KAFKA_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Partitions of the topics the stack creates, unless `KAFKA_TOPIC_PARTITIONS` says otherwise. Enough for
 /// two replicas of each service; every partition costs the local broker CPU even when idle (tansu runs a
@@ -233,30 +239,66 @@ impl Stack {
         (ours && is_alive(pid)).then_some(pid)
     }
 
-    fn healthy(&self, part: &Part) -> bool {
+    /// Whether the part does its job, and if not, why. Each probe exercises the part itself: PostgreSQL
+    /// accepts connections, Redis answers PING, ZooKeeper `ruok`, the broker stores a record and serves it
+    /// back, a service's `/readyz` is 200 (its own dependencies included), a config node is alive.
+    fn check(&self, part: &Part) -> anyhow::Result<()> {
         match part.kind {
-            Kind::Postgres { .. } => install::postgres_bin_dir().is_some_and(|bin| {
-                Command::new(bin.join("pg_isready"))
+            Kind::Postgres { .. } => {
+                let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
+                let ready = Command::new(bin.join("pg_isready"))
                     .args(["-q", "-h", "127.0.0.1", "-p", &part.port.to_string()])
                     .status()
-                    .is_ok_and(|s| s.success())
-            }),
-            Kind::Redis => {
-                tcp_exchange(part.port, b"PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
+                    .is_ok_and(|s| s.success());
+                anyhow::ensure!(ready, "pg_isready: not accepting connections");
+                Ok(())
             }
-            Kind::ZooKeeper => tcp_exchange(part.port, b"ruok").is_some_and(|r| r == "imok"),
-            Kind::Kafka => block_on(async {
-                match kafka::producer(&format!("127.0.0.1:{}", part.port), "xtask-probe") {
-                    Ok(producer) => kafka::probe(&producer, Duration::from_secs(2))
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                }
-            }),
-            Kind::Service { .. } => http_status(part.port, "/readyz") == Some(200),
+            Kind::Redis => {
+                let answer = tcp_exchange(part.port, b"PING\r\n", Duration::from_secs(1))
+                    .context("no answer to PING")?;
+                anyhow::ensure!(answer.starts_with("+PONG"), "PING answered {answer:?}");
+                Ok(())
+            }
+            Kind::ZooKeeper => {
+                let answer = tcp_exchange(part.port, b"ruok", Duration::from_secs(1))
+                    .context("no answer to ruok")?;
+                anyhow::ensure!(answer == "imok", "ruok answered {answer:?}");
+                Ok(())
+            }
+            Kind::Kafka => {
+                anyhow::ensure!(port_open(part.port), "not listening");
+                block_on(kafka::round_trip(
+                    &format!("127.0.0.1:{}", part.port),
+                    KAFKA_PROBE_TIMEOUT,
+                ))
+                .map(drop)
+                .context("a produce and fetch round trip failed")
+            }
+            Kind::Service { .. } => {
+                let (status, body) =
+                    http_get(part.port, "/readyz").context("/readyz: no answer")?;
+                anyhow::ensure!(status == 200, "/readyz answered {status}: {body}");
+                Ok(())
+            }
             // Alive; whether the cluster has a leader is `after_ready`'s and `status`'s business.
-            Kind::ConfigNode { .. } => http_status(part.port, "/healthz") == Some(200),
+            Kind::ConfigNode { .. } => {
+                let (status, _) = http_get(part.port, "/healthz").context("/healthz: no answer")?;
+                anyhow::ensure!(status == 200, "/healthz answered {status}");
+                Ok(())
+            }
         }
+    }
+
+    fn healthy(&self, part: &Part) -> bool {
+        self.check(part).is_ok()
+    }
+
+    /// Whether a part that runs but fails its probe is restarted by `up`. Infrastructure whose probe tests
+    /// the process itself, yes: a broker whose storage failed keeps its port and answers errors for ever.
+    /// PostgreSQL may be replaying its WAL, and a service may only wait for one of its dependencies: those
+    /// are waited for, never killed.
+    fn restart_when_stuck(&self, part: &Part) -> bool {
+        matches!(part.kind, Kind::Kafka | Kind::Redis | Kind::ZooKeeper)
     }
 
     pub fn is_fully_healthy(&self) -> bool {
@@ -318,8 +360,34 @@ impl Stack {
             let _ = fs::remove_file(self.pid_file(part));
         }
         let ours = self.pid(part);
-        if ours.is_some() && self.healthy(part) {
+        let health = ours.map(|_| self.check(part));
+        if let Some(Ok(())) = health {
             println!("    {:<13} :{:<5} already running", part.name, part.port);
+            return self.after_ready(part);
+        }
+        if let (Some(pid), Some(Err(why))) = (ours, &health)
+            && self.restart_when_stuck(part)
+            && self.wait_ready_within(part, STUCK_GRACE).is_err()
+        {
+            println!(
+                "    {:<13} :{:<5} runs but is not healthy ({why:#}); restarting it",
+                part.name, part.port
+            );
+            stop_pid(pid).or_else(|error| {
+                // It did not stop on SIGTERM and was killed: gone either way.
+                println!("    {:<13} {error:#}", part.name);
+                anyhow::Ok(())
+            })?;
+            let _ = fs::remove_file(self.pid_file(part));
+            let t = Instant::now();
+            self.start(part)?;
+            self.wait_ready(part)?;
+            println!(
+                "    {:<13} :{:<5} restarted in {:.1?}",
+                part.name,
+                part.port,
+                t.elapsed()
+            );
             return self.after_ready(part);
         }
         if ours.is_none() && port_open(part.port) {
@@ -361,11 +429,16 @@ impl Stack {
     }
 
     fn wait_ready(&self, part: &Part) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        self.wait_ready_within(part, READY_TIMEOUT)
+    }
+
+    fn wait_ready_within(&self, part: &Part, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
         loop {
-            if self.healthy(part) {
-                return Ok(());
-            }
+            let why = match self.check(part) {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
+            };
             // PostgreSQL and Redis daemonise and write their own pid files a moment later; the processes
             // this stack spawns itself have theirs from the start.
             let spawned = matches!(
@@ -381,7 +454,7 @@ impl Stack {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "{} not ready after {READY_TIMEOUT:?}; last log lines:\n{}",
+                    "{} not ready after {timeout:?} ({why:#}); last log lines:\n{}",
                     part.name,
                     self.tail(part, 20)
                 );
@@ -408,6 +481,7 @@ impl Stack {
                     topic_partitions(),
                     1,
                 ))
+                .map(drop)
             }
             Kind::ConfigNode { id: 3 } => block_on(init_config_cluster()),
             _ => Ok(()),
@@ -420,7 +494,10 @@ impl Stack {
             Kind::Kafka => {
                 let tansu =
                     install::tansu_bin().context("tansu is not installed (cargo xtask install)")?;
-                fs::create_dir_all(self.state.join("kafka"))?;
+                let dir = self.state.join("kafka");
+                fs::create_dir_all(&dir)?;
+                // A new database is a new broker, and says so with a new cluster id.
+                let cluster_id = distlab_testkit::tansu_cluster_id(&dir)?;
                 let listener = format!("tcp://127.0.0.1:{}", part.port);
                 let mut command = Command::new(tansu);
                 command.current_dir(&self.state).args([
@@ -431,6 +508,8 @@ impl Stack {
                     &listener,
                     "--storage-engine",
                     "sqlite://kafka/tansu.db",
+                    "--cluster-id",
+                    &cluster_id,
                 ]);
                 self.spawn(part, &mut command)
             }
@@ -746,11 +825,11 @@ impl Stack {
         println!("{:<13} {:>6} {:>8}  health", "part", "port", "pid");
         for part in PARTS {
             let pid = self.pid(part);
-            let health = match (pid, self.healthy(part)) {
-                (Some(_), true) => "healthy",
-                (Some(_), false) => "NOT HEALTHY",
-                (None, true) => "answers, but not started by this stack",
-                (None, false) => "stopped",
+            let health = match (pid, self.check(part)) {
+                (Some(_), Ok(())) => "healthy".to_owned(),
+                (Some(_), Err(why)) => format!("NOT HEALTHY: {why:#}"),
+                (None, Ok(())) => "answers, but not started by this stack".to_owned(),
+                (None, Err(_)) => "stopped".to_owned(),
             };
             let pid = pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
             let raft = match part.kind {
@@ -850,25 +929,38 @@ fn port_open(port: u16) -> bool {
     .is_ok()
 }
 
-/// Sends `request` and returns what comes back before the peer closes or a second passes.
-fn tcp_exchange(port: u16, request: &[u8]) -> Option<String> {
+/// Sends `request` and returns what comes back before the peer closes or `wait` passes (at most 16 KiB).
+fn tcp_exchange(port: u16, request: &[u8], wait: Duration) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(
         &SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(1),
     )
     .ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.set_read_timeout(Some(wait)).ok()?;
     stream.write_all(request).ok()?;
-    let mut buffer = [0u8; 256];
-    let n = stream.read(&mut buffer).ok()?;
-    Some(String::from_utf8_lossy(&buffer[..n]).trim().to_owned())
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while answer.len() < 16 * 1024 {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Err(_) if !answer.is_empty() => break,
+            Err(_) => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&answer).trim().to_owned())
 }
 
-/// The status code of `GET path` on the port, if it answers HTTP.
-fn http_status(port: u16, path: &str) -> Option<u16> {
+/// The status code and body of `GET path` on the port, if it answers HTTP.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    let response = tcp_exchange(port, request.as_bytes())?;
-    response.split_whitespace().nth(1)?.parse().ok()
+    // A service's /readyz asks its own dependencies (Kafka with a 1.5 s deadline) before it answers.
+    let response = tcp_exchange(port, request.as_bytes(), Duration::from_secs(3))?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body.trim());
+    Some((status, body.to_owned()))
 }
 
 /// The admin token the stack's services get.
@@ -897,7 +989,7 @@ async fn init_config_cluster() -> anyhow::Result<()> {
         ),
     }
     let deadline = Instant::now() + READY_TIMEOUT;
-    while http_status(8091, "/readyz") != Some(200) {
+    while http_get(8091, "/readyz").map(|(status, _)| status) != Some(200) {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the config cluster elected no leader within {READY_TIMEOUT:?}"

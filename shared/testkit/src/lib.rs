@@ -5,7 +5,8 @@
 //! - [`TestDatabase`]: a fresh database per test on one of the stack's clusters (`test_<uuid>`; `cargo xtask
 //!   test` drops the leftovers of earlier runs);
 //! - [`unique_kafka`]: topic and group names of the test's own, so tests run in parallel;
-//! - [`PrivateBroker`]: a tansu broker of the test's own, which the test may stop and start again;
+//! - [`PrivateBroker`]: a tansu broker of the test's own, which the test may kill, wipe and start again, and
+//!   [`kafka_tap`], a relay in front of it that tells when a produce, fetch or commit goes through;
 //! - [`PrivateRedis`]: a Redis server of the test's own, to kill under RedLock;
 //! - [`eventually`]: polls a condition until a deadline — tests never sleep to wait;
 //! - [`raft_cluster`]: config-service nodes of the test's own, to kill, restart and partition;
@@ -15,6 +16,7 @@
 #![allow(clippy::unwrap_used)] // test support: a failed step should fail the test right there
 
 pub mod flash_sale;
+pub mod kafka_tap;
 pub mod linearizability;
 pub mod raft_cluster;
 
@@ -25,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use distlab_messaging::kafka::{self, KafkaArgs};
+pub use kafka_tap::{ApiKey, KafkaTap};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -363,23 +366,35 @@ pub async fn consumer_lag(brokers: &str, group: &str, topic: &str) -> i64 {
     .await
 }
 
-/// A tansu broker of the test's own, on a free port, with its own storage; it can be stopped and started
-/// again on the same port and storage (messages and committed offsets survive).
+/// A tansu broker of the test's own, on a free port, with its own storage; it can be killed, wiped and
+/// started again on the same port (messages and committed offsets survive a kill, not a wipe).
 #[derive(Debug)]
 pub struct PrivateBroker {
     port: u16,
+    /// The address clients use: the broker's own, or a [`KafkaTap`]'s in front of it.
+    advertised: SocketAddr,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
     pub async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = unused_port();
+        Self::start_advertising(port, SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    /// A broker that clients reach through a [`KafkaTap`] (the broker advertises the tap's address), so a test
+    /// can act when a given request reaches it.
+    pub async fn start_tapped() -> (Self, KafkaTap) {
+        let port = unused_port();
+        let tap = KafkaTap::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        (Self::start_advertising(port, tap.addr()).await, tap)
+    }
+
+    async fn start_advertising(port: u16, advertised: SocketAddr) -> Self {
         let mut broker = Self {
             port,
+            advertised,
             dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
         };
@@ -388,7 +403,7 @@ impl PrivateBroker {
     }
 
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.advertised.to_string()
     }
 
     /// Starts the broker (again) and waits until it serves metadata.
@@ -398,11 +413,14 @@ impl PrivateBroker {
             "the private broker is already running"
         );
         let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://{}", self.advertised);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("tansu.log"))
             .expect("open the broker log");
+        let cluster_id =
+            tansu_cluster_id(self.dir.path()).expect("write the private broker's cluster id");
         let child = Command::new(tansu_bin())
             .current_dir(self.dir.path())
             .args([
@@ -410,9 +428,10 @@ impl PrivateBroker {
                 "--listener-url",
                 &listener,
                 "--advertised-listener-url",
-                &listener,
+                &advertised,
             ])
             .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--cluster-id", &cluster_id])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
@@ -435,12 +454,31 @@ impl PrivateBroker {
         .await;
     }
 
-    /// Kills the broker, as a crash would.
+    /// Kills the broker with SIGKILL, as a crash would.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Deletes the stopped broker's data, as if it were replaced by a new one: it starts again with no
+    /// topics, no offsets and another cluster id.
+    pub fn wipe(&mut self) {
+        assert!(self.child.is_none(), "stop the broker before wiping it");
+        for file in ["tansu.db", "tansu.db-wal", "tansu.db-shm"] {
+            let path = self.dir.path().join(file);
+            if path.exists() {
+                std::fs::remove_file(&path).expect("remove the broker's data");
+            }
+        }
+    }
+
+    /// The last lines of the broker's log (for a failing test's message).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 }
 
@@ -463,6 +501,28 @@ pub fn find_tansu() -> Option<PathBuf> {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
         Some(home.join("bin/tansu")).filter(|p| p.is_file())
     })
+}
+
+/// The cluster id a tansu broker storing its data in `dir` (as `tansu.db`) starts with: made anew, and kept
+/// in `dir/cluster-id`, whenever the database does not exist yet — so a broker that comes back without its
+/// data reports another id, as an Apache Kafka broker does once its storage is formatted again. Consumers
+/// watch it to notice a replaced broker (`distlab_messaging::offsets`). Shared with `cargo xtask`.
+///
+/// tansu keeps each cluster's data apart inside its database, by this id: a database made before ids were
+/// kept here holds its data under tansu's default id, which is therefore the one it keeps.
+pub fn tansu_cluster_id(dir: &std::path::Path) -> std::io::Result<String> {
+    const TANSU_DEFAULT: &str = "tansu_cluster";
+    let file = dir.join("cluster-id");
+    let id = if dir.join("tansu.db").exists() {
+        match std::fs::read_to_string(&file) {
+            Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+            _ => TANSU_DEFAULT.to_owned(),
+        }
+    } else {
+        format!("distlab-{}", Uuid::new_v4().simple())
+    };
+    std::fs::write(&file, &id)?;
+    Ok(id)
 }
 
 fn tansu_bin() -> PathBuf {
