@@ -85,6 +85,8 @@ pub struct Options {
     pub prepare_timeout_ms: u64,
     /// How long a 2PC transaction may stay undecided before recovery aborts it.
     pub transaction_timeout_ms: u64,
+    /// How long an outbox order waits for its answer before its `OrderPlaced` is sent again.
+    pub redeliver_after_ms: u64,
 }
 
 impl Default for Options {
@@ -95,6 +97,7 @@ impl Default for Options {
             brokers: None,
             prepare_timeout_ms: 5000,
             transaction_timeout_ms: 6000,
+            redeliver_after_ms: order::Config::local().redeliver_after_ms,
         }
     }
 }
@@ -198,6 +201,7 @@ impl TestSystem {
                 consumer_group: order_group.clone(),
                 default_mode: order::orders::Mode::Outbox,
                 coordinator_url: format!("http://127.0.0.1:{coordinator_port}"),
+                redeliver_after_ms: options.redeliver_after_ms,
                 admin: admin(),
             };
             let app = order::Application::build(config)

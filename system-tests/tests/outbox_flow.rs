@@ -437,3 +437,97 @@ async fn rejections_name_their_reason_and_reserve_nothing_of_the_order() {
     system.check_invariants(&initial).await;
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_whose_message_or_answer_was_lost_is_sent_again_and_decided_once() {
+    let system = TestSystem::start(Options {
+        redeliver_after_ms: 500,
+        ..Options::default()
+    })
+    .await;
+    let initial = BTreeMap::from([("LOST-1".to_owned(), 10)]);
+    system.seed("LOST-1", 10).await;
+
+    // The answer is lost: the inventory decided (and reserved), the order never heard of it.
+    let answered = system.place(0, &[("LOST-1", 2)]).await;
+    system.wait_until_all_decided(Duration::from_secs(30)).await;
+    sqlx::query("UPDATE orders SET status = 'PENDING', redeliver_at = now() WHERE id = $1")
+        .bind(answered)
+        .execute(&system.orders_db)
+        .await
+        .unwrap();
+    // The request is lost: the order exists, its OrderPlaced left the outbox and never reached anyone.
+    let unheard = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO orders (id, customer_id, items, status, mode, redeliver_at)
+         VALUES ($1, 'lost', '[{\"sku\": \"LOST-1\", \"quantity\": 3}]', 'PENDING', 'outbox', now())",
+    )
+    .bind(unheard)
+    .execute(&system.orders_db)
+    .await
+    .unwrap();
+
+    system.wait_until_all_decided(Duration::from_secs(30)).await;
+    let orders: Vec<(Uuid, String, i32)> =
+        sqlx::query_as("SELECT id, status, redeliveries FROM orders ORDER BY id")
+            .fetch_all(&system.orders_db)
+            .await
+            .unwrap();
+    for (id, status, redeliveries) in &orders {
+        assert_eq!(status, "CONFIRMED", "order {id}");
+        assert!(*redeliveries >= 1, "order {id} was sent again");
+    }
+    // Each reserved once: the repeated OrderPlaced about `answered` got the decision made before.
+    system.check_invariants(&initial).await;
+    assert_eq!(system.product("LOST-1").await, (5, 5));
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_still_waiting_in_the_outbox_is_not_sent_again() {
+    let mut broker = PrivateBroker::start().await;
+    let system = TestSystem::start(Options {
+        brokers: Some(broker.brokers()),
+        redeliver_after_ms: 300,
+        ..Options::default()
+    })
+    .await;
+    let initial = seed_skus(&system, 1, 20).await;
+    broker.stop();
+    let ids = place_all(&system, &vec![vec![("SKU-00".to_owned(), 1)]; 5], 5).await;
+    // Several sweeps have looked at the orders and found their OrderPlaced still queued: each time the
+    // order's next check moved on, and nothing was sent.
+    eventually(
+        "the redelivery sweep to look at every order twice",
+        Duration::from_secs(30),
+        || async {
+            let looked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM orders WHERE redeliver_at > created_at + interval '600 milliseconds'",
+            )
+            .fetch_one(&system.orders_db)
+            .await
+            .unwrap();
+            (looked == 5).then_some(())
+        },
+    )
+    .await;
+    let redeliveries: i64 = sqlx::query_scalar("SELECT sum(redeliveries) FROM orders")
+        .fetch_one(&system.orders_db)
+        .await
+        .unwrap();
+    assert_eq!(
+        redeliveries, 0,
+        "queued messages are the relay's to deliver"
+    );
+    assert_eq!(
+        system.pending_order_outbox().await,
+        5,
+        "one message per order"
+    );
+
+    broker.start_again().await;
+    system.wait_until_all_decided(Duration::from_secs(60)).await;
+    assert_eq!(ids.len(), 5);
+    system.check_invariants(&initial).await;
+    system.stop().await;
+}
