@@ -502,7 +502,7 @@ async fn an_order_still_waiting_in_the_outbox_is_not_sent_again() {
         Duration::from_secs(30),
         || async {
             let looked: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM orders WHERE redeliver_at > created_at + interval '600 milliseconds'",
+                "SELECT count(*) FROM orders WHERE redeliver_at > created_at + interval '900 milliseconds'",
             )
             .fetch_one(&system.orders_db)
             .await

@@ -254,13 +254,18 @@ impl Stack {
                 Ok(())
             }
             Kind::Redis => {
-                let answer = tcp_exchange(part.port, b"PING\r\n", Duration::from_secs(1))
-                    .context("no answer to PING")?;
+                let answer = tcp_exchange(
+                    part.port,
+                    b"PING\r\n",
+                    |answer| answer.ends_with(b"\r\n"),
+                    Duration::from_secs(1),
+                )
+                .context("no answer to PING")?;
                 anyhow::ensure!(answer.starts_with("+PONG"), "PING answered {answer:?}");
                 Ok(())
             }
             Kind::ZooKeeper => {
-                let answer = tcp_exchange(part.port, b"ruok", Duration::from_secs(1))
+                let answer = tcp_exchange(part.port, b"ruok", |_| false, Duration::from_secs(1))
                     .context("no answer to ruok")?;
                 anyhow::ensure!(answer == "imok", "ruok answered {answer:?}");
                 Ok(())
@@ -929,8 +934,14 @@ fn port_open(port: u16) -> bool {
     .is_ok()
 }
 
-/// Sends `request` and returns what comes back before the peer closes or `wait` passes (at most 16 KiB).
-fn tcp_exchange(port: u16, request: &[u8], wait: Duration) -> Option<String> {
+/// Sends `request` and returns what comes back before `complete` says it is all there, the peer closes or
+/// `wait` passes (at most 16 KiB).
+fn tcp_exchange(
+    port: u16,
+    request: &[u8],
+    complete: fn(&[u8]) -> bool,
+    wait: Duration,
+) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(
         &SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(1),
@@ -943,7 +954,12 @@ fn tcp_exchange(port: u16, request: &[u8], wait: Duration) -> Option<String> {
     while answer.len() < 16 * 1024 {
         match stream.read(&mut buffer) {
             Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Ok(n) => {
+                answer.extend_from_slice(&buffer[..n]);
+                if complete(&answer) {
+                    break;
+                }
+            }
             Err(_) if !answer.is_empty() => break,
             Err(_) => return None,
         }
@@ -955,7 +971,7 @@ fn tcp_exchange(port: u16, request: &[u8], wait: Duration) -> Option<String> {
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     // A service's /readyz asks its own dependencies (Kafka with a 1.5 s deadline) before it answers.
-    let response = tcp_exchange(port, request.as_bytes(), Duration::from_secs(3))?;
+    let response = tcp_exchange(port, request.as_bytes(), |_| false, Duration::from_secs(3))?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
     let body = response
         .split_once("\r\n\r\n")

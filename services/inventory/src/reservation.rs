@@ -396,7 +396,8 @@ impl EarlierDecision {
     }
 }
 
-/// The answers the inventory gave before to `order_ids`, rebuilt from `order_outcomes` and `reservations`.
+/// The answers the inventory gave before to `order_ids`, rebuilt from `order_outcomes` and `reservations`
+/// (a rejection without the SKU that failed: it is not kept).
 async fn earlier_answers(
     conn: &mut PgConnection,
     order_ids: &[Uuid],
@@ -413,10 +414,20 @@ async fn earlier_answers(
     .bind(order_ids)
     .fetch_all(conn)
     .await?;
-    decisions
+    // A decision that cannot be told again is logged and left out: it must not block the partition.
+    Ok(decisions
         .into_iter()
-        .map(|decision| Ok((decision.order_id, decision.answer()?)))
-        .collect()
+        .filter_map(|decision| {
+            let order_id = decision.order_id;
+            decision
+                .answer()
+                .inspect_err(|error| {
+                    tracing::error!(%order_id, error = format!("{error:#}"), "cannot answer a repeated OrderPlaced")
+                })
+                .ok()
+                .map(|answer| (order_id, answer))
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -288,7 +288,11 @@ impl<H: Handler> IdempotentConsumer<H> {
                 () = shutdown.cancelled() => break,
                 received = self.consumer.recv() => received,
                 () = tokio::time::sleep_until(next_look) => {
-                    self.look_at_the_broker(&mut watch, &mut topics).await;
+                    // A look can wait on the broker for seconds: it must not hold up a shutdown.
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = self.look_at_the_broker(&mut watch, &mut topics) => {}
+                    }
                     let every = if watch.suspect() || watch.paused() {
                         LOOK_EVERY_WHEN_SUSPECT
                     } else {
@@ -334,7 +338,12 @@ impl<H: Handler> IdempotentConsumer<H> {
             }
             // After a failed receive, look before committing: a commit from positions that went stale would
             // tell the broker to skip what it now holds below them.
-            if watch.suspect() && self.look_at_the_broker(&mut watch, &mut topics).await {
+            let went_back = watch.suspect()
+                && tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    went_back = self.look_at_the_broker(&mut watch, &mut topics) => went_back,
+                };
+            if went_back {
                 // Positions moved back: this batch's offsets must not be committed over what is re-read.
                 batch.clear();
                 continue;
@@ -439,7 +448,7 @@ impl<H: Handler> IdempotentConsumer<H> {
     /// fetching its partitions until a look finds the broker sound again (see [`crate::offsets`]).
     fn receive_failed(&self, error: &rdkafka::error::KafkaError, watch: &mut BrokerWatch) {
         tracing::warn!(consumer = %self.config.name, %error, "Kafka receive failed");
-        if !watch.receive_failed() {
+        if !broker_gone(error) || !watch.receive_failed() {
             return;
         }
         let paused = self.consumer.assignment().and_then(|assignment| {
@@ -486,6 +495,9 @@ impl<H: Handler> IdempotentConsumer<H> {
         };
         let rewinds = offsets::rewinds(watch, &look);
         let went_back = !rewinds.is_empty() && self.go_back(rewinds, watch).await;
+        if went_back {
+            watch.adopt(look.cluster_id);
+        }
         if watch.paused() && !watch.suspect() {
             let resumed = self.consumer.assignment().and_then(|assignment| {
                 let mut list = TopicPartitionList::new();
@@ -547,6 +559,22 @@ impl<H: Handler> IdempotentConsumer<H> {
         self.consumer.commit(&list, CommitMode::Async)?;
         Ok(())
     }
+}
+
+/// Whether a receive failed because the broker is gone or lost a topic (the failures after which the
+/// consumer pauses until it has looked at the broker), rather than for a reason of its own.
+fn broker_gone(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::BrokerTransportFailure
+                | Code::AllBrokersDown
+                | Code::UnknownTopicOrPartition
+                | Code::UnknownPartition
+                | Code::UnknownTopic
+        )
+    )
 }
 
 fn partitions_of(list: &TopicPartitionList) -> Vec<offsets::Partition> {

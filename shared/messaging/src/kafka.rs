@@ -166,6 +166,8 @@ pub async fn ensure_topics(
         .create_topics(&new_topics, &options)
         .await
         .with_context(|| format!("cannot create topics at {brokers}"))?;
+    // Dropping a client joins its threads: not on the async runtime's.
+    tokio::task::spawn_blocking(move || drop(admin));
     let mut created = Vec::new();
     for result in results {
         match result {

@@ -18,8 +18,9 @@
 //!   that kept its log: that partition goes back to its beginning.
 //!
 //! Going back is a seek plus a commit of the new start, so that a rebalance cannot bring the stale offset
-//! back. And while the broker is away the consumer does not fetch at all: at the first failed receive it
-//! pauses its partitions, and it resumes them only once a look has reached the broker, its topics exist
+//! back; a consumer that fails to go back, or holds no partition when it first sees the new broker, keeps
+//! the old cluster id and goes back at a later look. And while the broker is away the consumer does not
+//! fetch at all: at the first receive that fails because the broker is gone it pauses its partitions, and it resumes them only once a look has reached the broker, its topics exist
 //! (created again if need be) and the stale positions are gone. That also keeps it from fetching a topic
 //! the broker does not have — tansu 0.6 answers such a fetch with a zero topic id and a leader hint, which
 //! makes librdkafka 2.12 dereference a topic name it does not have and crash the process (`docs/kafka.md`). What the consumer had applied already is skipped by the idempotent consumer (`processed_messages`).
@@ -95,6 +96,14 @@ impl BrokerWatch {
     pub fn look_again(&mut self) {
         self.suspect = true;
     }
+
+    /// The consumer went back to the beginning of every partition of the broker with this cluster id (or
+    /// never saw another): it is the broker from now on.
+    pub fn adopt(&mut self, cluster_id: Option<String>) {
+        if cluster_id.is_some() {
+            self.cluster_id = cluster_id;
+        }
+    }
 }
 
 /// One assigned partition as the broker and the consumer see it now.
@@ -135,16 +144,17 @@ pub struct Rewind {
     pub cause: Cause,
 }
 
-/// Which partitions go back, and where (see the module documentation). Records the cluster id.
+/// Which partitions go back, and where (see the module documentation). Records the cluster id, unless it
+/// names another broker: that one is adopted by [`BrokerWatch::adopt`] once the consumer has gone back, so a
+/// consumer that holds no partition at that moment (its group is rejoining), or fails to go back, does so
+/// at a later look.
 pub fn rewinds(watch: &mut BrokerWatch, look: &Look) -> Vec<Rewind> {
     let replaced = matches!(
         (&watch.cluster_id, &look.cluster_id),
         (Some(before), Some(now)) if before != now
     );
-    // A consumer that holds no partition at the moment it sees another broker (its group is rejoining) keeps
-    // the old id, and goes back at the first look that finds partitions assigned to it.
-    if look.cluster_id.is_some() && !(replaced && look.partitions.is_empty()) {
-        watch.cluster_id.clone_from(&look.cluster_id);
+    if !replaced {
+        watch.adopt(look.cluster_id.clone());
     }
     watch.suspect = false;
     look.partitions
@@ -174,6 +184,8 @@ pub fn inspect<C: ConsumerContext>(
     consumer: &StreamConsumer<C>,
     timeout: Duration,
 ) -> KafkaResult<Look> {
+    // librdkafka keeps the cluster id of the last metadata answer: ask the broker, then read it.
+    consumer.fetch_metadata(None, timeout)?;
     let cluster_id = consumer.client().fetch_cluster_id(timeout);
     let assignment = consumer.assignment()?;
     let committed = if assignment.count() == 0 {
@@ -211,7 +223,8 @@ fn as_number(offset: Offset) -> Option<i64> {
     }
 }
 
-/// Seeks every partition of `rewinds` back and commits its new start. Blocking.
+/// Seeks every partition of `rewinds` back and commits its new start (asynchronously: commits leave in
+/// order, and the next look checks what the broker holds). Blocking for the seek.
 pub fn go_back<C: ConsumerContext>(
     consumer: &StreamConsumer<C>,
     rewinds: &[Rewind],
@@ -225,8 +238,11 @@ pub fn go_back<C: ConsumerContext>(
             Offset::Offset(rewind.to),
         )?;
     }
-    consumer.seek_partitions(list.clone(), timeout)?;
-    consumer.commit(&list, CommitMode::Sync)
+    // The call succeeds as a whole even when a partition fails: look at each.
+    for e in consumer.seek_partitions(list.clone(), timeout)?.elements() {
+        e.error()?;
+    }
+    consumer.commit(&list, CommitMode::Async)
 }
 
 #[cfg(test)]
@@ -319,17 +335,18 @@ mod tests {
         );
         assert!(!watch.suspect(), "the broker answered");
         // The new broker's log already grew past the old positions: no offset looks wrong, the id does.
-        let found = rewinds(
-            &mut watch,
-            &look(
-                "b",
-                vec![state(0, Some(5), Some(5), 900), state(1, None, None, 700)],
-            ),
+        let replaced = look(
+            "b",
+            vec![state(0, Some(5), Some(5), 900), state(1, None, None, 700)],
         );
+        let found = rewinds(&mut watch, &replaced);
         assert_eq!(
             causes(&found),
             [(0, Cause::BrokerReplaced), (1, Cause::BrokerReplaced)]
         );
+        // Going back failed: the next look finds the new broker again.
+        assert_eq!(rewinds(&mut watch, &replaced).len(), 2);
+        watch.adopt(replaced.cluster_id.clone());
         assert_eq!(
             rewinds(
                 &mut watch,
@@ -350,6 +367,7 @@ mod tests {
         assert_eq!(rewinds(&mut watch, &look("b", vec![])), []);
         let found = rewinds(&mut watch, &look("b", vec![state(0, None, Some(5), 900)]));
         assert_eq!(causes(&found), [(0, Cause::BrokerReplaced)]);
+        watch.adopt(Some("b".into()));
         assert_eq!(
             rewinds(&mut watch, &look("b", vec![state(0, None, Some(0), 900)])),
             []

@@ -187,8 +187,10 @@ pub struct Relay {
     config: RelayConfig,
     faults: RelayFaults,
     topics: kafka::TopicRepair,
-    /// Rounds in a row in which every send failed.
+    /// Rounds in a row in which every send failed (reset when the producer is replaced).
     failed_rounds: u32,
+    /// Whether the last round with any send delivered none (not reset by a replacement).
+    failing: bool,
 }
 
 impl std::fmt::Debug for Relay {
@@ -215,6 +217,7 @@ impl Relay {
             faults,
             topics,
             failed_rounds: 0,
+            failing: false,
         })
     }
 
@@ -389,10 +392,14 @@ impl Relay {
             self.topics.after_failure(&self.config.name).await;
         }
         if sent.is_empty() {
+            self.failing = true;
             self.failed_rounds += 1;
             self.replace_producer_if_stuck();
-        } else if std::mem::take(&mut self.failed_rounds) > 0 {
-            self.retry_waiting_rows_now().await;
+        } else {
+            self.failed_rounds = 0;
+            if std::mem::take(&mut self.failing) {
+                self.retry_waiting_rows_now().await;
+            }
         }
         Ok(RoundOutcome {
             claimed: rows.len(),
@@ -420,7 +427,9 @@ impl Relay {
         }
         match kafka::producer(&self.config.brokers, &format!("{}-relay", self.config.name)) {
             Ok(producer) => {
-                self.producer = producer;
+                let old = std::mem::replace(&mut self.producer, producer);
+                // Dropping a producer flushes and joins its threads: not on the async runtime's.
+                tokio::task::spawn_blocking(move || drop(old));
                 self.failed_rounds = 0;
                 metrics::counter!("outbox_producer_rebuilds_total", "relay" => self.config.name.clone())
                     .increment(1);

@@ -8,6 +8,7 @@
 //! [`crate::PrivateBroker::start_tapped`]), or clients would bypass it after their first metadata request.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,8 +73,8 @@ impl KafkaTap {
         self.addr
     }
 
-    /// Resolves once the next request of kind `api` has been passed on to the broker (and before its answer
-    /// can have come back through the tap).
+    /// Resolves once the next request of kind `api` has been passed on to the broker. The broker's answers
+    /// on that connection are held back from then on, so its client cannot learn the request's outcome.
     pub fn next_request(&self, api: ApiKey) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         self.waiters
@@ -90,16 +91,18 @@ impl Drop for KafkaTap {
     }
 }
 
-/// Relays one client connection; ends when either side closes.
+/// Relays one client connection; ends when either side closes. Once a waited-for request went through it,
+/// the broker's answers on this connection are held back, so its client cannot learn the outcome.
 async fn relay(client: TcpStream, upstream: SocketAddr, waiters: Waiters) {
     let Ok(broker) = TcpStream::connect(upstream).await else {
         return; // the broker is down: the client sees its connection closed
     };
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_broker, mut to_broker) = broker.into_split();
+    let fired = AtomicBool::new(false);
     tokio::select! {
-        _ = forward_requests(&mut from_client, &mut to_broker, &waiters) => {}
-        _ = tokio::io::copy(&mut from_broker, &mut to_client) => {}
+        _ = forward_requests(&mut from_client, &mut to_broker, &waiters, &fired) => {}
+        _ = forward_answers(&mut from_broker, &mut to_client, &fired) => {}
     }
 }
 
@@ -108,6 +111,7 @@ async fn forward_requests(
     from_client: &mut (impl AsyncReadExt + Unpin),
     to_broker: &mut (impl AsyncWriteExt + Unpin),
     waiters: &Waiters,
+    fired: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut frame = Vec::new();
     loop {
@@ -116,17 +120,43 @@ async fn forward_requests(
         let size = usize::try_from(i32::from_be_bytes(length)).unwrap_or(0);
         frame.resize(size, 0);
         from_client.read_exact(&mut frame).await?;
-        to_broker.write_all(&length).await?;
-        to_broker.write_all(&frame).await?;
-        if let [a, b, ..] = frame[..] {
-            let key = i16::from_be_bytes([a, b]);
+        let key = match frame[..] {
+            [a, b, ..] => Some(i16::from_be_bytes([a, b])),
+            _ => None,
+        };
+        let due: Vec<oneshot::Sender<()>> = {
             let mut waiting = waiters.lock().expect("the tap's waiters");
             let (due, rest): (Vec<_>, Vec<_>) =
-                waiting.drain(..).partition(|(code, _)| *code == key);
+                waiting.drain(..).partition(|(code, _)| Some(*code) == key);
             *waiting = rest;
-            for (_, tx) in due {
-                let _ = tx.send(());
-            }
+            due.into_iter().map(|(_, tx)| tx).collect()
+        };
+        if !due.is_empty() {
+            fired.store(true, Ordering::SeqCst);
+        }
+        to_broker.write_all(&length).await?;
+        to_broker.write_all(&frame).await?;
+        for tx in due {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Passes the broker's answers back until a waited-for request went through this connection, then drops
+/// them; ends when the broker closes the connection (or dies), which the client then sees.
+async fn forward_answers(
+    from_broker: &mut (impl AsyncReadExt + Unpin),
+    to_client: &mut (impl AsyncWriteExt + Unpin),
+    fired: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = from_broker.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if !fired.load(Ordering::SeqCst) {
+            to_client.write_all(&buffer[..n]).await?;
         }
     }
 }
