@@ -87,6 +87,9 @@ pub struct Options {
     pub transaction_timeout_ms: u64,
     /// How long an outbox order waits for its answer before its `OrderPlaced` is sent again.
     pub redeliver_after_ms: u64,
+    /// How often the coordinator's recovery runs; it also rolls back prepared branches its log does not
+    /// know, so a test that plays the coordinator itself sets this far out.
+    pub recovery_interval_ms: u64,
 }
 
 impl Default for Options {
@@ -98,6 +101,7 @@ impl Default for Options {
             prepare_timeout_ms: 5000,
             transaction_timeout_ms: 6000,
             redeliver_after_ms: order::Config::local().redeliver_after_ms,
+            recovery_interval_ms: 200,
         }
     }
 }
@@ -217,7 +221,7 @@ impl TestSystem {
             prepare_timeout_ms: options.prepare_timeout_ms,
             phase2_timeout_ms: 1000,
             transaction_timeout_ms: options.transaction_timeout_ms,
-            recovery_interval_ms: 200,
+            recovery_interval_ms: options.recovery_interval_ms,
             admin: admin(),
         };
         let coordinator = start_coordinator(coordinator_config.clone()).await;
@@ -450,9 +454,25 @@ impl TestSystem {
         let outbox = "SELECT format('%s rows, max attempts %s, last error %s', count(*), \
                       coalesce(max(attempts), 0), coalesce(max(last_error), '-')) FROM outbox";
         let applied = "SELECT count(*)::text FROM processed_messages";
+        let consumers: Vec<String> = self
+            .orders
+            .iter()
+            .map(|i| ("order", i))
+            .chain(self.inventories.iter().map(|i| ("inventory", i)))
+            .map(|(name, i)| {
+                let stats = &i.consumer_stats;
+                format!(
+                    "{name} consumer {} partitions, {}, {} rewinds, last look error {}",
+                    stats.assigned_partitions(),
+                    if stats.paused() { "PAUSED" } else { "fetching" },
+                    stats.rewinds(),
+                    stats.look_error().unwrap_or_else(|| "-".into())
+                )
+            })
+            .collect();
         format!(
             "order outbox: {}; inventory outbox: {}; inventory decided {} orders; messages applied: \
-             inventory {}, order {}",
+             inventory {}, order {}; {}",
             one(&self.orders_db, outbox).await,
             one(&self.inventory_db, outbox).await,
             one(
@@ -462,6 +482,7 @@ impl TestSystem {
             .await,
             one(&self.inventory_db, applied).await,
             one(&self.orders_db, applied).await,
+            consumers.join("; "),
         )
     }
 

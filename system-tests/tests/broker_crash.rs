@@ -10,7 +10,9 @@
 //!
 //! - every order CONFIRMED or REJECTED within [`BACK_WITHIN`] of the broker's return;
 //! - nothing applied twice and stock conserved per SKU ([`TestSystem::check_invariants`]);
-//! - a broker that kept its data sends no consumer back to re-read; a wiped one sends every consumer back.
+//! - a broker that kept its data sends no consumer back to re-read, and the flow recovers with the order
+//!   service's redelivery switched off (nothing may be lost, so nothing may need re-sending); a wiped one
+//!   sends every consumer back, and redelivery re-sends what died with it.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a failed step fails the test right there
 
@@ -24,6 +26,8 @@ use futures::StreamExt;
 
 /// How long after the broker's return every order must be final (the promise).
 const BACK_WITHIN: Duration = Duration::from_secs(60);
+/// A redelivery wait longer than any test: the relay and the consumers alone must recover.
+const REDELIVERY_OFF: Duration = Duration::from_secs(600);
 /// Orders placed per second while the test runs.
 const ORDERS_PER_SECOND: u64 = 150;
 /// Most orders one test places.
@@ -57,6 +61,11 @@ async fn kill_the_broker_under_load(moment: ApiKey, wipe: bool) {
     let (mut broker, tap) = PrivateBroker::start_tapped().await;
     let system = TestSystem::start(Options {
         brokers: Some(broker.brokers()),
+        redeliver_after_ms: if wipe {
+            Options::default().redeliver_after_ms
+        } else {
+            REDELIVERY_OFF.as_millis() as u64
+        },
         ..Options::default()
     })
     .await;
@@ -73,7 +82,7 @@ async fn kill_the_broker_under_load(moment: ApiKey, wipe: bool) {
         stop.store(true, Ordering::SeqCst);
         outcome
     };
-    let ((), (back, back_at)) = tokio::join!(load, scenario);
+    let ((), back) = tokio::join!(load, scenario);
 
     let left = BACK_WITHIN.saturating_sub(back.elapsed());
     system.wait_until_all_decided(left).await;
@@ -84,20 +93,6 @@ async fn kill_the_broker_under_load(moment: ApiKey, wipe: bool) {
         back.elapsed()
     );
     system.check_invariants(&initial).await;
-    // Orders placed after the broker's return were answered without being sent again: had a consumer read
-    // from stale positions and skipped records of the new log, their answers would have come only through
-    // a redelivery, 15 s after each was placed.
-    let redelivered_after_return: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM orders WHERE created_at > $1::timestamptz AND redeliveries > 0",
-    )
-    .bind(&back_at)
-    .fetch_one(&system.orders_db)
-    .await
-    .unwrap();
-    assert_eq!(
-        redelivered_after_return, 0,
-        "orders placed after the broker's return needed no redelivery"
-    );
 
     let rewinds: Vec<u64> = system
         .orders
@@ -122,7 +117,7 @@ async fn kill_the_broker_under_load(moment: ApiKey, wipe: bool) {
 
 /// Kills the broker when a `moment` request reaches it, keeps it down until the order relay has seen its
 /// deliveries fail, starts it again (wiped if asked) and waits for [`ORDERS_AFTER_RETURN`] more orders.
-/// Returns when the broker was back, as an instant and as the database's clock.
+/// Returns when the broker was back.
 async fn crash_and_return(
     system: &TestSystem,
     broker: &mut PrivateBroker,
@@ -130,7 +125,7 @@ async fn crash_and_return(
     moment: ApiKey,
     wipe: bool,
     placed: &AtomicUsize,
-) -> (Instant, String) {
+) -> Instant {
     eventually(
         "orders to be confirmed before the crash",
         Duration::from_secs(30),
@@ -171,10 +166,6 @@ async fn crash_and_return(
     );
     broker.start_again().await;
     let back = Instant::now();
-    let back_at: String = sqlx::query_scalar("SELECT clock_timestamp()::text")
-        .fetch_one(&system.orders_db)
-        .await
-        .unwrap();
     let returned_at = placed.load(Ordering::SeqCst);
     eventually(
         "orders to be placed after the broker's return",
@@ -184,7 +175,7 @@ async fn crash_and_return(
         },
     )
     .await;
-    (back, back_at)
+    back
 }
 
 /// Places orders of 1–2 items at [`ORDERS_PER_SECOND`] until `stop` (at most [`MAX_ORDERS`]); each must be

@@ -144,6 +144,10 @@ pub struct ConsumerStats {
     applied: Arc<AtomicU64>,
     /// Times the consumer found the broker had lost its data and went back.
     rewinds: Arc<AtomicU64>,
+    /// Whether fetching is paused until the broker is back and sound.
+    paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Why the last look at the broker failed, if it did.
+    look_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ConsumerStats {
@@ -160,6 +164,22 @@ impl ConsumerStats {
     /// Times this instance found that the broker had lost its data, and went back to read again.
     pub fn rewinds(&self) -> u64 {
         self.rewinds.load(Ordering::Relaxed)
+    }
+
+    /// Whether this instance has paused fetching until the broker is back and sound.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Why this instance's last look at the broker failed, if it did.
+    pub fn look_error(&self) -> Option<String> {
+        self.look_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn look_failed(&self, error: Option<String>) {
+        if let Ok(mut last) = self.look_error.lock() {
+            *last = error;
+        }
     }
 }
 
@@ -459,6 +479,7 @@ impl<H: Handler> IdempotentConsumer<H> {
             Ok(partitions) => {
                 tracing::info!(consumer = %self.config.name, "fetching paused until the broker is back and sound");
                 watch.paused_these(partitions);
+                self.stats.paused.store(true, Ordering::Relaxed);
             }
             Err(error) => {
                 tracing::warn!(consumer = %self.config.name, %error, "cannot pause fetching")
@@ -477,6 +498,8 @@ impl<H: Handler> IdempotentConsumer<H> {
         // Never fetch a topic the broker does not have (see the module documentation of `offsets`); this
         // also lets the look below read every partition's watermarks.
         if watch.paused() && !topics.ensure(&self.config.name).await {
+            self.stats
+                .look_failed(Some("cannot make sure the topics exist".into()));
             return false;
         }
         let consumer = self.consumer.clone();
@@ -486,13 +509,16 @@ impl<H: Handler> IdempotentConsumer<H> {
             Ok(Ok(look)) => look,
             Ok(Err(error)) => {
                 tracing::debug!(consumer = %self.config.name, %error, "cannot look at the broker yet");
+                self.stats.look_failed(Some(error.to_string()));
                 return false;
             }
             Err(error) => {
                 tracing::warn!(consumer = %self.config.name, %error, "looking at the broker failed");
+                self.stats.look_failed(Some(error.to_string()));
                 return false;
             }
         };
+        self.stats.look_failed(None);
         let rewinds = offsets::rewinds(watch, &look);
         let went_back = !rewinds.is_empty() && self.go_back(rewinds, watch).await;
         if went_back {
@@ -509,6 +535,7 @@ impl<H: Handler> IdempotentConsumer<H> {
             match resumed {
                 Ok(()) => {
                     watch.resumed();
+                    self.stats.paused.store(false, Ordering::Relaxed);
                     tracing::info!(consumer = %self.config.name, "the broker is back; fetching resumed");
                 }
                 Err(error) => {
