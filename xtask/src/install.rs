@@ -99,7 +99,7 @@ fn ensure_tansu() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_nextest() -> anyhow::Result<()> {
+pub fn ensure_nextest() -> anyhow::Result<()> {
     let present = Command::new(env!("CARGO"))
         .args(["nextest", "--version"])
         .output()

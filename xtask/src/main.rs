@@ -1,6 +1,6 @@
 //! distlab's dev tooling, run as `cargo xtask <command>` (see `.cargo/config.toml`).
 //!
-//! - `up` / `down` / `status` / `logs <part>`: the local stack of DESIGN.md — two PostgreSQL clusters, a
+//! - `up` / `down` / `status` / `logs <part>`: the local stack of docs/architecture.md — two PostgreSQL clusters, a
 //!   Kafka-compatible broker (tansu), Redis ×3, ZooKeeper and the services — on their own ports, with all
 //!   state in the git-ignored `.distlab/` folder of the checkout. Nothing of the machine's own PostgreSQL or
 //!   Redis is used.
@@ -57,8 +57,13 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Install what is missing, start the stack, run every test, stop what was started.
+    /// Check the code (fmt, clippy, doc), install what is missing, start the stack, run every test, stop
+    /// what was started.
     Test {
+        /// Only the tests that need no running stack (unit tests, in-process routers, storage suites):
+        /// no install, no stack, no code checks.
+        #[arg(long)]
+        fast: bool,
         /// Arguments passed to `cargo nextest run` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         nextest_args: Vec<String>,
@@ -94,7 +99,14 @@ fn main() -> ExitCode {
             lines,
             follow,
         } => stack::Stack::discover().and_then(|s| s.logs(&part, lines, follow)),
-        Command::Test { nextest_args } => test(&nextest_args),
+        Command::Test {
+            fast: true,
+            nextest_args,
+        } => fast_test(&nextest_args),
+        Command::Test {
+            fast: false,
+            nextest_args,
+        } => test(&nextest_args),
         Command::Install => install::ensure_all(true),
         Command::Bench { which } => stack::Stack::discover().and_then(|s| bench::run(&s, which)),
         Command::Scenario {
@@ -110,12 +122,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo xtask test`: the README's test command and what CI runs. It stops exactly the parts it started:
-/// a part that was already running (e.g. `cargo xtask up --infra-only` earlier) is left running.
+/// `cargo xtask test`: the README's test command and what CI runs. It checks the code first (formatting,
+/// clippy with warnings denied, rustdoc with warnings denied), then stops exactly the parts it started: a
+/// part that was already running (e.g. `cargo xtask up --infra-only` earlier) is left running.
 fn test(nextest_args: &[String]) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    install::ensure_all(true)?;
     let stack = stack::Stack::discover()?;
+    check_code(stack.root())?;
+    install::ensure_all(true)?;
     let mut started_parts = Vec::new();
     let outcome = stack
         .up_recording(true, &mut started_parts)
@@ -135,4 +149,64 @@ fn test(nextest_args: &[String]) -> anyhow::Result<()> {
     }
     println!("==> cargo xtask test took {:.0?}", started.elapsed());
     outcome
+}
+
+/// `cargo xtask test --fast`: the tests of every library and binary target — pure cores, in-process
+/// routers on a database that cannot be reached, openraft's storage suite on temporary directories. They
+/// need no running stack, so nothing is installed or started (only cargo-nextest, if missing).
+fn fast_test(nextest_args: &[String]) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    install::ensure_nextest()?;
+    let root = stack::Stack::discover()?.root().to_path_buf();
+    println!("==> cargo nextest run --workspace --lib --bins (no stack needed)");
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--lib",
+            "--bins",
+            "--no-fail-fast",
+        ])
+        .args(nextest_args)
+        .status()?;
+    println!("==> cargo xtask test --fast took {:.0?}", started.elapsed());
+    anyhow::ensure!(status.success(), "tests failed ({status})");
+    Ok(())
+}
+
+/// What CI checks besides the tests: formatting, clippy on every target with warnings denied, and the
+/// documentation of the workspace's crates with rustdoc warnings denied (broken links included).
+fn check_code(root: &std::path::Path) -> anyhow::Result<()> {
+    let cargo = |args: &[&str], env: &[(&str, &str)]| -> anyhow::Result<()> {
+        println!("==> cargo {}", args.join(" "));
+        let status = std::process::Command::new(env!("CARGO"))
+            .current_dir(root)
+            .args(args)
+            .envs(env.iter().copied())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "`cargo {}` failed ({status})",
+            args.join(" ")
+        );
+        Ok(())
+    };
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    cargo(
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
 }

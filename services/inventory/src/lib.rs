@@ -14,6 +14,9 @@ pub mod http;
 pub mod products;
 pub mod reservation;
 
+#[cfg(test)]
+mod router_tests;
+
 use std::net::SocketAddr;
 
 use anyhow::Context;

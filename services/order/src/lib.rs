@@ -23,6 +23,9 @@ pub mod runtime_config;
 pub mod store;
 pub mod two_phase;
 
+#[cfg(test)]
+mod router_tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

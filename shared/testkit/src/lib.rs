@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used)] // test support: a failed step should fail the test right there
 
 pub mod flash_sale;
+pub mod in_process;
 pub mod kafka_tap;
 pub mod linearizability;
 pub mod raft_cluster;
@@ -537,7 +538,7 @@ pub fn http() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
-/// Asserts that `response` has `status` and the JSON error body of DESIGN.md with `code` and a message;
+/// Asserts that `response` has `status` and the JSON error body of docs/contracts.md with `code` and a message;
 /// returns the body.
 pub async fn expect_error(
     response: reqwest::Response,
