@@ -34,9 +34,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         distlab_platform::metrics::install();
-        let initial_members = settings
-            .initial_members()
-            .map_err(|e| anyhow::anyhow!("INITIAL_MEMBERS: {e}"))?;
+        let initial_members = settings.initial_members().context("INITIAL_MEMBERS")?;
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -81,28 +81,41 @@ impl Settings {
     }
 
     /// Parses `INITIAL_MEMBERS`.
-    pub fn initial_members(&self) -> Result<BTreeMap<NodeId, String>, String> {
+    pub fn initial_members(&self) -> Result<BTreeMap<NodeId, String>, MembersError> {
         parse_members(&self.initial_members)
     }
 }
 
+/// Why a member list does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembersError {
+    #[error("`{0}` is not id=host:port")]
+    NotIdEqualsAddr(String),
+    #[error("`{0}` is not a node id")]
+    BadId(String),
+    #[error("node {0} is listed twice")]
+    Twice(NodeId),
+    #[error("no members")]
+    Empty,
+}
+
 /// Parses `id=host:port,…`.
-pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
+pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, String>, MembersError> {
     let mut members = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part
             .split_once('=')
-            .ok_or_else(|| format!("`{part}` is not id=host:port"))?;
+            .ok_or_else(|| MembersError::NotIdEqualsAddr(part.to_owned()))?;
         let id: NodeId = id
             .trim()
             .parse()
-            .map_err(|_| format!("`{id}` is not a node id"))?;
+            .map_err(|_| MembersError::BadId(id.to_owned()))?;
         if members.insert(id, addr.trim().to_owned()).is_some() {
-            return Err(format!("node {id} is listed twice"));
+            return Err(MembersError::Twice(id));
         }
     }
     if members.is_empty() {
-        return Err("no members".to_owned());
+        return Err(MembersError::Empty);
     }
     Ok(members)
 }
@@ -115,9 +128,13 @@ mod tests {
     fn members_parse_and_bad_lists_are_refused() {
         let members = parse_members("1=127.0.0.1:8091, 2=127.0.0.1:8092").unwrap();
         assert_eq!(members.get(&2).map(String::as_str), Some("127.0.0.1:8092"));
-        assert!(parse_members("1=a,1=b").is_err());
-        assert!(parse_members("x=a").is_err());
-        assert!(parse_members("").is_err());
+        assert_eq!(parse_members("1=a,1=b"), Err(MembersError::Twice(1)));
+        assert_eq!(parse_members("x=a"), Err(MembersError::BadId("x".into())));
+        assert_eq!(
+            parse_members("1"),
+            Err(MembersError::NotIdEqualsAddr("1".into()))
+        );
+        assert_eq!(parse_members(""), Err(MembersError::Empty));
     }
 
     #[test]

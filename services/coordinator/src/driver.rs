@@ -6,6 +6,7 @@
 //!                                                                                             log each ack
 //! ```
 //!
+//! The order of the steps is [`crate::machine`]'s, which has no IO; this module performs each step.
 //! Phase 2 tells the participants one after the other, in their configured order (as the seed pictures
 //! it: a crash can leave "only some Commit messages sent"), and retries each a few times; whatever is still
 //! unacknowledged is left to recovery, which retries with backoff until every branch acknowledges.
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use distlab_twopc::Gid;
 use distlab_twopc::faults::{Crashed, Faults, Outcome};
-use distlab_twopc::protocol::{self, Ballot, Decision};
+use distlab_twopc::protocol::Decision;
 use distlab_twopc::wire::{
     GidRequest, OrderPayload, PrepareRequest, TransactionView, VoteResponse,
 };
@@ -26,6 +27,7 @@ use sqlx::PgPool;
 
 use crate::config::{Endpoint, Timeouts};
 use crate::log;
+use crate::machine::{Action, Event, Machine};
 
 /// Phase-2 attempts per participant within one drive, and the pause after the first failure (doubling).
 const PHASE2_TRIES: u32 = 3;
@@ -40,6 +42,23 @@ pub enum CoordinatorError {
     Crashed(#[from] Crashed),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+}
+
+/// Why a participant gave no vote; a missing vote counts as no, and this is logged with its branch.
+#[derive(Debug, thiserror::Error)]
+enum NoVote {
+    #[error("prepare dropped (fault)")]
+    Dropped,
+    #[error("coordinator crashed")]
+    Crashed,
+    #[error("no vote in time")]
+    Timeout,
+    #[error("unreachable: {0}")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("prepare answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("unreadable vote: {0}")]
+    Unreadable(#[source] reqwest::Error),
 }
 
 /// The fault points of a coordinator with these participants.
@@ -98,45 +117,105 @@ impl Coordinator {
                 .expect("a logged gid is in the log"));
         }
 
-        // Phase 1: every participant at once; a missing vote is a no.
-        let answers = join_all(
-            self.endpoints
-                .iter()
-                .map(|endpoint| self.ask_to_prepare(endpoint, &gid, &order)),
-        )
-        .await;
-        let ballots: Vec<Ballot<'_>> = self
-            .endpoints
-            .iter()
-            .zip(&answers)
-            .map(|(endpoint, answer)| Ballot {
-                participant: &endpoint.name,
-                vote: answer
-                    .as_ref()
-                    .ok()
-                    .map(|voted| (voted.vote, voted.reason.clone())),
-            })
-            .collect();
-        let errors: Vec<Option<&str>> = answers
-            .iter()
-            .map(|a| a.as_ref().err().map(String::as_str))
-            .collect();
-        log::record_votes(&self.pool, &gid, &ballots, &errors).await?;
-
-        self.faults.hit("before_decision").await?;
-        let (decision, reason) = protocol::decide(&ballots);
-        // The decision is durable before any participant hears it. If recovery decided first (the deadline
-        // passed: presumed abort), its decision stands.
-        let (decision, _) =
-            log::decide(&self.pool, &gid, decision, reason.as_deref(), PHASE2_GRACE).await?;
-        metrics::counter!("twopc_transactions_total", "decision" => decision.as_str()).increment(1);
-        tracing::info!(%gid, decision = decision.as_str(), reason = reason.as_deref().unwrap_or(""), "decided");
-        self.faults.hit("after_decision").await?;
-
-        self.phase2(&gid, decision).await?;
+        let participants = self.endpoints.iter().map(|e| e.name.clone()).collect();
+        self.drive(&gid, Some(&order), Machine::begin(participants))
+            .await?;
         Ok(log::get(&self.pool, &gid)
             .await?
             .expect("a transaction this coordinator logged is in the log"))
+    }
+
+    /// Phase 2 of a decided transaction: tells every participant that has not acknowledged yet, in order;
+    /// `true` when every branch has acknowledged and the transaction is complete.
+    pub async fn phase2(&self, gid: &Gid, decision: Decision) -> Result<bool, CoordinatorError> {
+        let pending = log::unacknowledged(&self.pool, gid).await?;
+        let pending = self
+            .endpoints
+            .iter()
+            .filter(|e| pending.contains(&e.name))
+            .map(|e| e.name.clone())
+            .collect();
+        self.drive(gid, None, Machine::phase2(decision, pending))
+            .await
+    }
+
+    /// Performs `machine`'s actions until it is done; `true` when the transaction completed. Phase 1
+    /// needs the `order`.
+    async fn drive(
+        &self,
+        gid: &Gid,
+        order: Option<&OrderPayload>,
+        mut machine: Machine,
+    ) -> Result<bool, CoordinatorError> {
+        let mut vote_errors: Vec<Option<String>> = Vec::new();
+        let mut complete = false;
+        let mut event = None;
+        while let Some(action) = machine.step(event.take()) {
+            event = Some(match action {
+                Action::Prepare(_) => {
+                    let order = order.expect("a machine that prepares runs with its order");
+                    let answers = join_all(
+                        self.endpoints
+                            .iter()
+                            .map(|endpoint| self.ask_to_prepare(endpoint, gid, order)),
+                    )
+                    .await;
+                    let votes = answers
+                        .iter()
+                        .map(|a| a.as_ref().ok().map(|v| (v.vote, v.reason.clone())))
+                        .collect();
+                    vote_errors = answers
+                        .into_iter()
+                        .map(|a| a.err().map(|e| e.to_string()))
+                        .collect();
+                    Event::Votes(votes)
+                }
+                Action::LogVotes => {
+                    let errors: Vec<Option<&str>> =
+                        vote_errors.iter().map(Option::as_deref).collect();
+                    log::record_votes(&self.pool, gid, &machine.ballots(), &errors).await?;
+                    Event::Logged
+                }
+                Action::Point(name) => match self.faults.hit(&name).await? {
+                    Outcome::Drop => Event::Dropped,
+                    _ => Event::Passed,
+                },
+                Action::LogDecision { decision, reason } => {
+                    let (decision, _) =
+                        log::decide(&self.pool, gid, decision, reason.as_deref(), PHASE2_GRACE)
+                            .await?;
+                    metrics::counter!("twopc_transactions_total", "decision" => decision.as_str())
+                        .increment(1);
+                    tracing::info!(%gid, decision = decision.as_str(), reason = reason.as_deref().unwrap_or(""), "decided");
+                    Event::Decided(decision)
+                }
+                Action::Tell {
+                    participant,
+                    decision,
+                } => {
+                    let endpoint = self
+                        .endpoints
+                        .iter()
+                        .find(|e| e.name == participant)
+                        .expect("the machine tells configured participants only");
+                    if self.tell(endpoint, gid, decision).await? {
+                        Event::Acked
+                    } else {
+                        Event::NotAcked
+                    }
+                }
+                Action::LogDropped(participant) => {
+                    log::record_phase2(&self.pool, gid, &participant, Some("dropped (fault)"))
+                        .await?;
+                    Event::Logged
+                }
+                Action::Complete => {
+                    complete = log::complete_if_acknowledged(&self.pool, gid).await?;
+                    Event::Logged
+                }
+            });
+        }
+        Ok(complete)
     }
 
     async fn ask_to_prepare(
@@ -144,11 +223,11 @@ impl Coordinator {
         endpoint: &Endpoint,
         gid: &Gid,
         order: &OrderPayload,
-    ) -> Result<VoteResponse, String> {
+    ) -> Result<VoteResponse, NoVote> {
         match self.faults.hit(&format!("prepare:{}", endpoint.name)).await {
-            Ok(Outcome::Drop) => return Err("prepare dropped (fault)".into()),
+            Ok(Outcome::Drop) => return Err(NoVote::Dropped),
             Ok(_) => {}
-            Err(Crashed) => return Err("coordinator crashed".into()),
+            Err(Crashed) => return Err(NoVote::Crashed),
         }
         let request = PrepareRequest {
             gid: gid.clone(),
@@ -163,45 +242,15 @@ impl Coordinator {
             .await
             .map_err(|e| {
                 if e.is_timeout() {
-                    "no vote in time".to_owned()
+                    NoVote::Timeout
                 } else {
-                    format!("unreachable: {e}")
+                    NoVote::Unreachable(e)
                 }
             })?;
         if !response.status().is_success() {
-            return Err(format!("prepare answered {}", response.status()));
+            return Err(NoVote::Status(response.status()));
         }
-        let voted: VoteResponse = response
-            .json()
-            .await
-            .map_err(|e| format!("unreadable vote: {e}"))?;
-        Ok(voted)
-    }
-
-    /// Phase 2: tells every participant that has not acknowledged yet, in order; `true` when every branch
-    /// has acknowledged and the transaction is complete.
-    pub async fn phase2(&self, gid: &Gid, decision: Decision) -> Result<bool, CoordinatorError> {
-        let pending = log::unacknowledged(&self.pool, gid).await?;
-        let mut acknowledged = 0;
-        for endpoint in self.endpoints.iter().filter(|e| pending.contains(&e.name)) {
-            if self
-                .faults
-                .hit(&format!("phase2:{}", endpoint.name))
-                .await?
-                == Outcome::Drop
-            {
-                log::record_phase2(&self.pool, gid, &endpoint.name, Some("dropped (fault)"))
-                    .await?;
-                continue;
-            }
-            if self.tell(endpoint, gid, decision).await? {
-                acknowledged += 1;
-                if acknowledged == 1 {
-                    self.faults.hit("after_first_ack").await?;
-                }
-            }
-        }
-        Ok(log::complete_if_acknowledged(&self.pool, gid).await?)
+        response.json().await.map_err(NoVote::Unreadable)
     }
 
     /// Sends the decision to one participant, a few times; `true` once it acknowledged.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod driver;
 pub mod http;
 pub mod log;
+pub mod machine;
 pub mod recovery;
 
 use std::net::SocketAddr;

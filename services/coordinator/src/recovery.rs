@@ -12,12 +12,12 @@
 //!    to their deadline and to step 2.
 
 use distlab_twopc::Gid;
-use distlab_twopc::protocol::{Decision, TxState};
+use distlab_twopc::protocol::Decision;
 use distlab_twopc::wire::{GidRequest, PreparedList};
 use tokio_util::sync::CancellationToken;
 
 use crate::driver::{Coordinator, CoordinatorError};
-use crate::log;
+use crate::{log, machine};
 
 /// Decided transactions driven per round.
 const ROUND_LIMIT: i64 = 64;
@@ -90,16 +90,7 @@ async fn reconcile(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
             }
         };
         for branch in prepared.prepared {
-            let action = match log::state_of(&coordinator.pool, &branch.gid).await? {
-                // Undecided: its deadline will decide. Decided and still undone: phase 2 (above) drives
-                // it, with its schedule, its fault switches and its acknowledgements logged.
-                Some(TxState::Preparing | TxState::Committing | TxState::Aborting) => None,
-                // The log says done, yet the branch is prepared (e.g. a participant restored from a
-                // backup): finish it as logged.
-                Some(state) => state.decision(),
-                // The log never had it, so nothing can have decided commit: roll it back.
-                None => Some(Decision::Abort),
-            };
+            let action = machine::reconcile(log::state_of(&coordinator.pool, &branch.gid).await?);
             let Some(decision) = action else { continue };
             let path = match decision {
                 Decision::Commit => "commit",

@@ -156,6 +156,28 @@ impl std::fmt::Debug for Faults {
     }
 }
 
+/// Why a fault rule was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidFault {
+    #[error("unknown point {point:?}; points: {known}")]
+    UnknownPoint { point: String, known: String },
+    #[error("a delay needs \"ms\"")]
+    DelayWithoutMs,
+    #[error("\"times\" must be at least 1")]
+    ZeroTimes,
+}
+
+impl InvalidFault {
+    /// The field of the rule at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::UnknownPoint { .. } => "point",
+            Self::DelayWithoutMs => "ms",
+            Self::ZeroTimes => "times",
+        }
+    }
+}
+
 impl Faults {
     /// Switches for the named `points` of a service.
     pub fn new<P: Into<String>>(points: impl IntoIterator<Item = P>, crash: CrashMode) -> Self {
@@ -172,19 +194,18 @@ impl Faults {
     }
 
     /// Arms a point (replacing an earlier rule for it).
-    pub fn arm(&self, rule: FaultRule) -> Result<(), String> {
+    pub fn arm(&self, rule: FaultRule) -> Result<(), InvalidFault> {
         if !self.points.contains(&rule.point) {
-            return Err(format!(
-                "unknown point {:?}; points: {}",
-                rule.point,
-                self.points.join(", ")
-            ));
+            return Err(InvalidFault::UnknownPoint {
+                point: rule.point,
+                known: self.points.join(", "),
+            });
         }
         if rule.action == FaultAction::Delay && rule.ms.is_none() {
-            return Err("a delay needs \"ms\"".into());
+            return Err(InvalidFault::DelayWithoutMs);
         }
         if rule.times == Some(0) {
-            return Err("\"times\" must be at least 1".into());
+            return Err(InvalidFault::ZeroTimes);
         }
         let mut rules = self.rules.lock().expect("fault rules lock");
         rules.retain(|r| r.point != rule.point);
@@ -322,10 +343,10 @@ async fn arm_fault(
     Json(rule): Json<FaultRule>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     authorize(&state, &headers)?;
-    state.faults.arm(rule).map_err(|message| {
+    state.faults.arm(rule).map_err(|invalid| {
         ApiError::validation(
             "the fault is not valid",
-            &[FieldError::new("point", message)],
+            &[FieldError::new(invalid.field(), invalid.to_string())],
         )
     })?;
     Ok(axum::Json(json!({"faults": state.faults.list()})))
@@ -385,8 +406,19 @@ mod tests {
     #[test]
     fn unknown_points_and_incomplete_rules_are_refused() {
         let (faults, _) = faults();
-        assert!(faults.arm(rule("nope", FaultAction::Drop, None)).is_err());
-        assert!(faults.arm(rule("a", FaultAction::Delay, None)).is_err());
-        assert!(faults.arm(rule("a", FaultAction::Drop, Some(0))).is_err());
+        let unknown = faults
+            .arm(rule("nope", FaultAction::Drop, None))
+            .unwrap_err();
+        assert_eq!(unknown.field(), "point");
+        assert!(unknown.to_string().contains("\"nope\""), "{unknown}");
+        assert_eq!(
+            faults.arm(rule("a", FaultAction::Delay, None)),
+            Err(InvalidFault::DelayWithoutMs)
+        );
+        assert_eq!(
+            faults.arm(rule("a", FaultAction::Drop, Some(0))),
+            Err(InvalidFault::ZeroTimes)
+        );
+        assert_eq!(InvalidFault::ZeroTimes.field(), "times");
     }
 }
