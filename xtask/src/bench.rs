@@ -401,7 +401,8 @@ async fn outbox(stack: &Stack, settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verdict(ok: bool) -> &'static str {
+/// How a goal reads in a benchmark's table.
+pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 

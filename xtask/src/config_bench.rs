@@ -34,7 +34,7 @@ use distlab_testkit::unused_port;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::bench::{median, quantile_ms};
+use crate::bench::{median, quantile_ms, verdict};
 use crate::stack::{Stack, block_on};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -459,10 +459,6 @@ fn print_throughput(rounds: usize, clients: usize, distlab: &Measured, etcd: &Me
         verdict(writes >= 1.0),
         verdict(reads >= 1.0)
     );
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "met" } else { "MISSED" }
 }
 
 // ---------------------------------------------------------------------------------------------------------

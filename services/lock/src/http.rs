@@ -1,4 +1,4 @@
-//! HTTP resources of the lock service (contracts: DESIGN.md and README, "Lock service").
+//! HTTP resources of the lock service (contracts: docs/contracts.md and docs/locks.md).
 //!
 //! `POST /locks/{name}/acquire|renew|release` and `GET /locks/{name}?backend=`. Requests are parsed into
 //! [`crate::lease`] types first; every problem with a request is reported at once, as a 422.
@@ -198,7 +198,7 @@ async fn acquire(
         unreachable!("every field parsed when there are no problems")
     };
     let started = Instant::now();
-    let result = locks.acquire(backend, &name, &owner, ttl, wait).await;
+    let result = locks.get(backend).acquire(&name, &owner, ttl, wait).await;
     record("acquire", backend, outcome(&result), started);
     result.map(Json).map_err(error)
 }
@@ -224,7 +224,7 @@ async fn renew(
         unreachable!("every field parsed when there are no problems")
     };
     let started = Instant::now();
-    let result = locks.renew(backend, &name, lease_id, ttl).await;
+    let result = locks.get(backend).renew(&name, lease_id, ttl).await;
     record("renew", backend, outcome(&result), started);
     result.map(Json).map_err(error)
 }
@@ -248,7 +248,7 @@ async fn release(
         unreachable!("every field parsed when there are no problems")
     };
     let started = Instant::now();
-    let result = locks.release(backend, &name, lease_id).await;
+    let result = locks.get(backend).release(&name, lease_id).await;
     record("release", backend, outcome(&result), started);
     let holds = result.map_err(error)?;
     Ok(Json(Released {
@@ -279,9 +279,9 @@ async fn get_holder(
     let (Some(name), Some(backend)) = (name, backend) else {
         unreachable!("every field parsed when there are no problems")
     };
-    let holder = locks.holder(backend, &name).await.map_err(error)?;
+    let holder = locks.get(backend).holder(&name).await.map_err(error)?;
     Ok(Json(LockState {
-        waiting: locks.waiting(backend, &name),
+        waiting: locks.get(backend).waiters().count(name.as_str()),
         name: name.to_string(),
         backend,
         holder,

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -271,7 +272,92 @@ async fn wait_for(released: &mut broadcast::Receiver<String>, name: &str, until:
     }
 }
 
-/// All four backends, dispatched by [`Backend`].
+/// What every backend offers. The HTTP layer picks one with [`Locks::get`]; each backend keeps its own
+/// inherent methods (its tests call them directly) and this trait forwards to them.
+pub trait LockBackend: Send + Sync {
+    /// Takes the lock for `owner` for `ttl`, waiting up to `wait` while someone else holds it.
+    fn acquire<'a>(
+        &'a self,
+        name: &'a LockName,
+        owner: &'a str,
+        ttl: Ttl,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Lease, LockError>>;
+
+    /// Extends the lease to `ttl` from now, if it still holds the lock.
+    fn renew<'a>(
+        &'a self,
+        name: &'a LockName,
+        lease_id: Uuid,
+        ttl: Ttl,
+    ) -> BoxFuture<'a, Result<Lease, LockError>>;
+
+    /// Gives the lease back; returns the holds left (pg reentrancy; 0 means the lock is free).
+    fn release<'a>(
+        &'a self,
+        name: &'a LockName,
+        lease_id: Uuid,
+    ) -> BoxFuture<'a, Result<u32, LockError>>;
+
+    /// Who holds the lock now, if anyone.
+    fn holder<'a>(&'a self, name: &'a LockName)
+    -> BoxFuture<'a, Result<Option<Holder>, LockError>>;
+
+    /// Callers of this process waiting for a lock, by name.
+    fn waiters(&self) -> &Waiters;
+}
+
+/// Implements [`LockBackend`] for a backend by forwarding to its inherent methods of the same names.
+macro_rules! forward_lock_backend {
+    ($backend:ty) => {
+        impl LockBackend for $backend {
+            fn acquire<'a>(
+                &'a self,
+                name: &'a LockName,
+                owner: &'a str,
+                ttl: Ttl,
+                wait: Duration,
+            ) -> BoxFuture<'a, Result<Lease, LockError>> {
+                Box::pin(<$backend>::acquire(self, name, owner, ttl, wait))
+            }
+
+            fn renew<'a>(
+                &'a self,
+                name: &'a LockName,
+                lease_id: Uuid,
+                ttl: Ttl,
+            ) -> BoxFuture<'a, Result<Lease, LockError>> {
+                Box::pin(<$backend>::renew(self, name, lease_id, ttl))
+            }
+
+            fn release<'a>(
+                &'a self,
+                name: &'a LockName,
+                lease_id: Uuid,
+            ) -> BoxFuture<'a, Result<u32, LockError>> {
+                Box::pin(<$backend>::release(self, name, lease_id))
+            }
+
+            fn holder<'a>(
+                &'a self,
+                name: &'a LockName,
+            ) -> BoxFuture<'a, Result<Option<Holder>, LockError>> {
+                Box::pin(<$backend>::holder(self, name))
+            }
+
+            fn waiters(&self) -> &Waiters {
+                <$backend>::waiters(self)
+            }
+        }
+    };
+}
+
+forward_lock_backend!(pg::PgLocks);
+forward_lock_backend!(redis::RedisLocks);
+forward_lock_backend!(redlock::RedLock);
+forward_lock_backend!(zookeeper::ZkLocks);
+
+/// All four backends.
 #[derive(Debug, Clone)]
 pub struct Locks {
     pub pg: pg::PgLocks,
@@ -281,72 +367,13 @@ pub struct Locks {
 }
 
 impl Locks {
-    pub async fn acquire(
-        &self,
-        backend: Backend,
-        name: &LockName,
-        owner: &str,
-        ttl: Ttl,
-        wait: Duration,
-    ) -> Result<Lease, LockError> {
+    /// The backend a request names.
+    pub fn get(&self, backend: Backend) -> &dyn LockBackend {
         match backend {
-            Backend::Pg => self.pg.acquire(name, owner, ttl, wait).await,
-            Backend::Redis => self.redis.acquire(name, owner, ttl, wait).await,
-            Backend::Redlock => self.redlock.acquire(name, owner, ttl, wait).await,
-            Backend::Zookeeper => self.zookeeper.acquire(name, owner, ttl, wait).await,
-        }
-    }
-
-    pub async fn renew(
-        &self,
-        backend: Backend,
-        name: &LockName,
-        lease_id: Uuid,
-        ttl: Ttl,
-    ) -> Result<Lease, LockError> {
-        match backend {
-            Backend::Pg => self.pg.renew(name, lease_id, ttl).await,
-            Backend::Redis => self.redis.renew(name, lease_id, ttl).await,
-            Backend::Redlock => self.redlock.renew(name, lease_id, ttl).await,
-            Backend::Zookeeper => self.zookeeper.renew(name, lease_id, ttl).await,
-        }
-    }
-
-    /// Gives the lease back; returns the holds left (pg reentrancy; 0 means the lock is free).
-    pub async fn release(
-        &self,
-        backend: Backend,
-        name: &LockName,
-        lease_id: Uuid,
-    ) -> Result<u32, LockError> {
-        match backend {
-            Backend::Pg => self.pg.release(name, lease_id).await,
-            Backend::Redis => self.redis.release(name, lease_id).await,
-            Backend::Redlock => self.redlock.release(name, lease_id).await,
-            Backend::Zookeeper => self.zookeeper.release(name, lease_id).await,
-        }
-    }
-
-    /// Callers of this process waiting for the lock now.
-    pub fn waiting(&self, backend: Backend, name: &LockName) -> usize {
-        match backend {
-            Backend::Pg => self.pg.waiters().count(name.as_str()),
-            Backend::Redis => self.redis.waiters().count(name.as_str()),
-            Backend::Redlock => self.redlock.waiters().count(name.as_str()),
-            Backend::Zookeeper => self.zookeeper.waiters().count(name.as_str()),
-        }
-    }
-
-    pub async fn holder(
-        &self,
-        backend: Backend,
-        name: &LockName,
-    ) -> Result<Option<Holder>, LockError> {
-        match backend {
-            Backend::Pg => self.pg.holder(name).await,
-            Backend::Redis => self.redis.holder(name).await,
-            Backend::Redlock => self.redlock.holder(name).await,
-            Backend::Zookeeper => self.zookeeper.holder(name).await,
+            Backend::Pg => &self.pg,
+            Backend::Redis => &self.redis,
+            Backend::Redlock => &self.redlock,
+            Backend::Zookeeper => &self.zookeeper,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The local stack: every part of DESIGN.md's port table that runs without Docker.
+//! The local stack: every part of docs/architecture.md's port table.
 //!
 //! Each part has a port, a way to start, a readiness probe and a way to stop. State, logs and pid files live
 //! in `.distlab/` at the workspace root (git-ignored). `up` is idempotent: a part that is healthy and was
@@ -7,8 +7,6 @@
 //! slept for; a broker, Redis or ZooKeeper that runs but fails its probe is restarted by `up`.
 
 use std::fs::{self, OpenOptions};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -18,6 +16,17 @@ use anyhow::{Context, bail};
 use distlab_messaging::kafka;
 
 use crate::install::{self, run};
+
+mod config_cluster;
+mod parts;
+mod postgres;
+mod probe;
+
+use config_cluster::{init_config_cluster, raft_role};
+use parts::{CONFIG_BINARY, CONFIG_PACKAGE, Kind};
+pub use parts::{PARTS, Part};
+use postgres::as_postgres;
+use probe::port_open;
 
 /// How long one part may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,140 +52,7 @@ fn topic_partitions() -> i32 {
         .unwrap_or(TOPIC_PARTITIONS)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Postgres {
-        databases: &'static [&'static str],
-    },
-    Kafka,
-    Redis,
-    ZooKeeper,
-    Service {
-        binary: &'static str,
-        package: &'static str,
-    },
-    /// A node of the Raft config service; node 3 initialises the cluster once all three run.
-    ConfigNode {
-        id: u64,
-    },
-}
-
-/// The config service's binary and package.
-const CONFIG_BINARY: &str = "distlab-config";
-const CONFIG_PACKAGE: &str = "config";
-
-#[derive(Debug, Clone, Copy)]
-pub struct Part {
-    pub name: &'static str,
-    pub port: u16,
-    kind: Kind,
-}
-
-impl Part {
-    fn is_service(&self) -> bool {
-        matches!(self.kind, Kind::Service { .. } | Kind::ConfigNode { .. })
-    }
-
-    fn binary(&self) -> Option<&'static str> {
-        match self.kind {
-            Kind::Service { binary, .. } => Some(binary),
-            Kind::ConfigNode { .. } => Some(CONFIG_BINARY),
-            _ => None,
-        }
-    }
-}
-
-/// Every part, in start order (stopped in reverse).
-pub const PARTS: &[Part] = &[
-    Part {
-        name: "orders-db",
-        port: 15432,
-        kind: Kind::Postgres {
-            databases: &["orders", "coordinator", "locks"],
-        },
-    },
-    Part {
-        name: "inventory-db",
-        port: 15433,
-        kind: Kind::Postgres {
-            databases: &["inventory"],
-        },
-    },
-    Part {
-        name: "kafka",
-        port: 19092,
-        kind: Kind::Kafka,
-    },
-    Part {
-        name: "redis-16379",
-        port: 16379,
-        kind: Kind::Redis,
-    },
-    Part {
-        name: "redis-16380",
-        port: 16380,
-        kind: Kind::Redis,
-    },
-    Part {
-        name: "redis-16381",
-        port: 16381,
-        kind: Kind::Redis,
-    },
-    Part {
-        name: "zookeeper",
-        port: 12181,
-        kind: Kind::ZooKeeper,
-    },
-    Part {
-        name: "config-1",
-        port: 8091,
-        kind: Kind::ConfigNode { id: 1 },
-    },
-    Part {
-        name: "config-2",
-        port: 8092,
-        kind: Kind::ConfigNode { id: 2 },
-    },
-    Part {
-        name: "config-3",
-        port: 8093,
-        kind: Kind::ConfigNode { id: 3 },
-    },
-    Part {
-        name: "inventory",
-        port: 8082,
-        kind: Kind::Service {
-            binary: "distlab-inventory",
-            package: "inventory",
-        },
-    },
-    Part {
-        name: "order",
-        port: 8081,
-        kind: Kind::Service {
-            binary: "distlab-order",
-            package: "order",
-        },
-    },
-    Part {
-        name: "coordinator",
-        port: 8083,
-        kind: Kind::Service {
-            binary: "distlab-coordinator",
-            package: "coordinator",
-        },
-    },
-    Part {
-        name: "lock",
-        port: 8084,
-        kind: Kind::Service {
-            binary: "distlab-lock",
-            package: "lock",
-        },
-    },
-];
-
-/// The admin token of the local stack's services, unless `ADMIN_TOKEN` is set (loopback only; see README).
+/// The admin token of the local stack's services, unless `ADMIN_TOKEN` is set (loopback only; see docs/two-phase-commit.md, "fault switches").
 pub const LOCAL_ADMIN_TOKEN: &str = "distlab-local-admin";
 
 #[derive(Debug)]
@@ -237,61 +113,6 @@ impl Stack {
         // Empty while a process is between fork and exec: too early to tell, so not a stranger.
         let ours = cmdline.is_empty() || String::from_utf8_lossy(&cmdline).contains(program);
         (ours && is_alive(pid)).then_some(pid)
-    }
-
-    /// Whether the part does its job, and if not, why. Each probe exercises the part itself: PostgreSQL
-    /// accepts connections, Redis answers PING, ZooKeeper `ruok`, the broker stores a record and serves it
-    /// back, a service's `/readyz` is 200 (its own dependencies included), a config node is alive.
-    fn check(&self, part: &Part) -> anyhow::Result<()> {
-        match part.kind {
-            Kind::Postgres { .. } => {
-                let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
-                let ready = Command::new(bin.join("pg_isready"))
-                    .args(["-q", "-h", "127.0.0.1", "-p", &part.port.to_string()])
-                    .status()
-                    .is_ok_and(|s| s.success());
-                anyhow::ensure!(ready, "pg_isready: not accepting connections");
-                Ok(())
-            }
-            Kind::Redis => {
-                let answer = tcp_exchange(
-                    part.port,
-                    b"PING\r\n",
-                    |answer| answer.ends_with(b"\r\n"),
-                    Duration::from_secs(1),
-                )
-                .context("no answer to PING")?;
-                anyhow::ensure!(answer.starts_with("+PONG"), "PING answered {answer:?}");
-                Ok(())
-            }
-            Kind::ZooKeeper => {
-                let answer = tcp_exchange(part.port, b"ruok", |_| false, Duration::from_secs(1))
-                    .context("no answer to ruok")?;
-                anyhow::ensure!(answer == "imok", "ruok answered {answer:?}");
-                Ok(())
-            }
-            Kind::Kafka => {
-                anyhow::ensure!(port_open(part.port), "not listening");
-                block_on(kafka::round_trip(
-                    &format!("127.0.0.1:{}", part.port),
-                    KAFKA_PROBE_TIMEOUT,
-                ))
-                .map(drop)
-                .context("a produce and fetch round trip failed")
-            }
-            Kind::Service { .. } => {
-                let (status, body) =
-                    http_get(part.port, "/readyz").context("/readyz: no answer")?;
-                anyhow::ensure!(status == 200, "/readyz answered {status}: {body}");
-                Ok(())
-            }
-            // Alive; whether the cluster has a leader is `after_ready`'s and `status`'s business.
-            Kind::ConfigNode { .. } => {
-                let (status, _) = http_get(part.port, "/healthz").context("/healthz: no answer")?;
-                anyhow::ensure!(status == 200, "/healthz answered {status}");
-                Ok(())
-            }
-        }
     }
 
     fn healthy(&self, part: &Part) -> bool {
@@ -623,160 +444,6 @@ impl Stack {
         Ok(())
     }
 
-    /// Where a PostgreSQL cluster's files live: `.distlab/<part>`, owned by `postgres` when running as root.
-    /// If the `postgres` user cannot reach the checkout (e.g. it is under a private home directory), the
-    /// files go to `/var/tmp/distlab-<hash>/<part>` and `.distlab/<part>` is a symbolic link to it.
-    fn prepare_pg_dir(&self, part: &Part) -> anyhow::Result<PathBuf> {
-        let dir = self.state.join(part.name);
-        if !install::is_root() {
-            fs::create_dir_all(&dir)?;
-            return Ok(dir);
-        }
-        if !dir.exists() {
-            fs::create_dir_all(&self.state)?;
-            let reachable = Command::new("runuser")
-                .args(["-u", "postgres", "--", "test", "-x", path_str(&self.state)?])
-                .status()
-                .is_ok_and(|s| s.success());
-            if reachable {
-                fs::create_dir_all(&dir)?;
-            } else {
-                let outside = PathBuf::from(format!(
-                    "/var/tmp/distlab-{:016x}",
-                    fnv1a(path_str(&self.root)?)
-                ))
-                .join(part.name);
-                fs::create_dir_all(&outside)?;
-                std::os::unix::fs::symlink(&outside, &dir)?;
-            }
-        }
-        run(Command::new("chown").args([
-            "-R",
-            "postgres:postgres",
-            &format!("{}/", path_str(&dir)?),
-        ]))?;
-        Ok(dir)
-    }
-
-    fn start_postgres(&self, part: &Part) -> anyhow::Result<()> {
-        let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
-        let dir = self.prepare_pg_dir(part)?;
-        let data = dir.join("data");
-        if !data.join("PG_VERSION").exists() {
-            as_postgres(bin.join("initdb"))
-                .args([
-                    "-D",
-                    path_str(&data)?,
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-instructions",
-                ])
-                .stdout(Stdio::null())
-                .status()
-                .context("initdb failed")?
-                .success()
-                .then_some(())
-                .context("initdb failed")?;
-        }
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_prepared_transactions=64 -c max_connections=200 \
-             -c shared_buffers=256MB -c fsync=on -c synchronous_commit=on \
-             -c shared_preload_libraries=pg_stat_statements",
-            part.port,
-            path_str(&dir)?
-        );
-        let status = as_postgres(bin.join("pg_ctl"))
-            .args([
-                "-D",
-                path_str(&data)?,
-                "-l",
-                path_str(&dir.join("postgres.log"))?,
-                "-o",
-                &options,
-            ])
-            .args(["-w", "-t", "60", "start"])
-            .stdout(Stdio::null())
-            .status()?;
-        anyhow::ensure!(
-            status.success(),
-            "pg_ctl start failed; see {}",
-            dir.join("postgres.log").display()
-        );
-        Ok(())
-    }
-
-    fn psql(&self, part: &Part, sql: &str) -> anyhow::Result<String> {
-        self.psql_in(part, "postgres", sql)
-    }
-
-    fn psql_in(&self, part: &Part, database: &str, sql: &str) -> anyhow::Result<String> {
-        let bin = install::postgres_bin_dir().context("PostgreSQL is not installed")?;
-        let output = Command::new(bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &part.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                database,
-            ])
-            .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
-            .output()?;
-        anyhow::ensure!(
-            output.status.success(),
-            "psql on {}: {}",
-            part.name,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    fn create_database(&self, part: &Part, database: &str) -> anyhow::Result<()> {
-        let exists = self.psql(
-            part,
-            &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
-        )?;
-        if exists.trim() != "1" {
-            self.psql(part, &format!("CREATE DATABASE \"{database}\""))?;
-        }
-        Ok(())
-    }
-
-    /// Drops the databases that tests made (`test_…`) and left behind — first rolling back the prepared
-    /// transactions a failed 2PC test may have left in them (they would keep the database in use).
-    pub fn drop_test_databases(&self) -> anyhow::Result<()> {
-        for part in PARTS
-            .iter()
-            .filter(|p| matches!(p.kind, Kind::Postgres { .. }))
-        {
-            let prepared = self.psql(
-                part,
-                "SELECT database || ' ' || gid FROM pg_prepared_xacts WHERE database LIKE 'test\\_%'",
-            )?;
-            for line in prepared.lines() {
-                let Some((database, gid)) = line.split_once(' ') else {
-                    continue;
-                };
-                if gid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    self.psql_in(part, database, &format!("ROLLBACK PREPARED '{gid}'"))?;
-                }
-            }
-            let names = self.psql(
-                part,
-                "SELECT datname FROM pg_database WHERE datname LIKE 'test\\_%'",
-            )?;
-            for name in names.lines().filter(|n| !n.is_empty()) {
-                self.psql(part, &format!("DROP DATABASE \"{name}\" WITH (FORCE)"))?;
-            }
-        }
-        Ok(())
-    }
-
     /// Stops every part this stack started, services first.
     pub fn down(&self) -> anyhow::Result<()> {
         self.stop(PARTS)
@@ -876,17 +543,6 @@ impl Stack {
     }
 }
 
-/// A command run as the `postgres` user when we are root (PostgreSQL refuses to run as root).
-fn as_postgres(program: PathBuf) -> Command {
-    if install::is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
 fn path_str(path: &Path) -> anyhow::Result<&str> {
     path.to_str()
         .with_context(|| format!("{} is not UTF-8", path.display()))
@@ -926,117 +582,9 @@ fn stop_pid(pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(300),
-    )
-    .is_ok()
-}
-
-/// Sends `request` and returns what comes back before `complete` says it is all there, the peer closes or
-/// `wait` passes (at most 16 KiB).
-fn tcp_exchange(
-    port: u16,
-    request: &[u8],
-    complete: fn(&[u8]) -> bool,
-    wait: Duration,
-) -> Option<String> {
-    let mut stream = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(1),
-    )
-    .ok()?;
-    stream.set_read_timeout(Some(wait)).ok()?;
-    stream.write_all(request).ok()?;
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while answer.len() < 16 * 1024 {
-        match stream.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => {
-                answer.extend_from_slice(&buffer[..n]);
-                if complete(&answer) {
-                    break;
-                }
-            }
-            Err(_) if !answer.is_empty() => break,
-            Err(_) => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&answer).trim().to_owned())
-}
-
-/// The status code and body of `GET path` on the port, if it answers HTTP.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    // A service's /readyz asks its own dependencies (Kafka with a 1.5 s deadline) before it answers.
-    let response = tcp_exchange(port, request.as_bytes(), |_| false, Duration::from_secs(3))?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body.trim());
-    Some((status, body.to_owned()))
-}
-
 /// The admin token the stack's services get.
 fn admin_token() -> String {
     std::env::var("ADMIN_TOKEN").unwrap_or(LOCAL_ADMIN_TOKEN.into())
-}
-
-/// Initialises the config cluster through node 1 (once: an initialised cluster answers 409), then waits
-/// until it has elected a leader.
-async fn init_config_cluster() -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let response = http
-        .post("http://127.0.0.1:8091/v1/cluster/init")
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .context("POST /v1/cluster/init")?;
-    match response.status().as_u16() {
-        200 => println!("    config cluster initialised (nodes 1–3)"),
-        409 => {}
-        other => bail!(
-            "initialising the config cluster: {other} {}",
-            response.text().await.unwrap_or_default()
-        ),
-    }
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while http_get(8091, "/readyz").map(|(status, _)| status) != Some(200) {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the config cluster elected no leader within {READY_TIMEOUT:?}"
-        );
-        tokio::time::sleep(PROBE_INTERVAL).await;
-    }
-    Ok(())
-}
-
-/// `  follower of 2, term 3` for `cargo xtask status`.
-async fn raft_role(port: u16) -> String {
-    let Ok(http) = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-    else {
-        return String::new();
-    };
-    let url = format!("http://127.0.0.1:{port}/v1/cluster");
-    let Ok(response) = http.get(url).send().await else {
-        return String::new();
-    };
-    let Ok(status) = response.json::<serde_json::Value>().await else {
-        return String::new();
-    };
-    let term = &status["term"];
-    match (status["state"].as_str(), status["leader"].as_u64()) {
-        (Some("leader"), _) => format!(" — LEADER, term {term}"),
-        (Some(state), Some(leader)) => format!(" — {state} of node {leader}, term {term}"),
-        (Some(state), None) => format!(" — {state}, no leader known, term {term}"),
-        _ => String::new(),
-    }
 }
 
 /// Runs a future on the xtask's runtime.

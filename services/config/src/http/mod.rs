@@ -1,0 +1,121 @@
+//! HTTP resources of a config node, on three routers as in openraft's examples:
+//!
+//! - **client API** — `PUT|GET|DELETE /v1/kv/{key}` (keys may contain `/`), `GET /v1/kv?prefix=`,
+//!   `GET /v1/watch?prefix=&from_revision=` (Server-Sent Events);
+//! - **management** — `GET /v1/cluster`, and with the admin token `POST /v1/cluster/init`,
+//!   `POST /v1/cluster/learners`, `POST /v1/cluster/membership`, `GET|PUT /admin/partition`;
+//! - **Raft RPC** — `POST /raft/{vote,append,snapshot}`, node to node.
+//!
+//! Writes, linearizable reads and membership changes need the leader. A follower **forwards** them to the
+//! leader it knows and relays the answer (header `x-distlab-forwarded-to`), so a client may talk to any
+//! node; a request that was already forwarded once is not forwarded again (503 `not_leader` instead).
+//! Forwarding crosses the network like Raft's own messages, so a partition cuts it too.
+
+mod forward;
+mod kv;
+mod manage;
+mod raft_rpc;
+
+use forward::not_leader;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware::{self};
+use distlab_platform::{ApiError, ErrorBody};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use crate::raft::{Node, NodeError, NodeId};
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest value, in bytes of JSON.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Largest client request body (a value plus its envelope).
+pub const BODY_LIMIT: usize = MAX_VALUE_BYTES + 4 * 1024;
+/// Largest Raft RPC body (a batch of entries or a snapshot chunk).
+const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// Set on a request a follower forwarded to the leader.
+const FORWARDED_HEADER: &str = "x-distlab-forwarded-by";
+/// Set on a response the leader gave to a forwarded request.
+const FORWARDED_TO_HEADER: &str = "x-distlab-forwarded-to";
+/// The store revision on the node that answered a read: watch from it to miss nothing after the read.
+const REVISION_HEADER: &str = "x-distlab-revision";
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub node: Node,
+    pub admin_token: Arc<str>,
+    pub initial_members: BTreeMap<NodeId, String>,
+    pub shutdown: CancellationToken,
+    pub client: reqwest::Client,
+}
+
+pub fn router(state: AppState) -> Router {
+    kv::routes()
+        .merge(manage::routes())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward_to_leader,
+        ))
+        .merge(raft_rpc::routes())
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "distlab config",
+        description = "A Raft-replicated key-value store with revisions, compare-and-set and watches."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+pub fn openapi() -> Value {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(kv::ApiDoc::openapi());
+    doc.merge(manage::ApiDoc::openapi());
+    serde_json::to_value(doc).expect("the OpenAPI document serialises")
+}
+
+impl From<NodeError> for ApiError {
+    fn from(error: NodeError) -> Self {
+        match error {
+            NodeError::NotLeader { leader } => not_leader(leader),
+            NodeError::NoQuorum(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_quorum",
+                format!("{error}: this node may be on the minority side of a partition"),
+            )
+            .with_retry_after(1),
+            NodeError::CommitTimeout(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "commit_timeout",
+                error.to_string(),
+            )
+            .with_retry_after(1),
+            NodeError::CommitUnknown(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "commit_unknown",
+                error.to_string(),
+            )
+            .with_retry_after(1),
+            NodeError::MembershipRefused(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "membership_change_refused",
+                error.to_string(),
+            ),
+            NodeError::Stopped(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_stopped",
+                error.to_string(),
+            ),
+        }
+    }
+}
