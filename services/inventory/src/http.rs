@@ -1,4 +1,4 @@
-//! HTTP resources of the inventory service (contracts: DESIGN.md, "Inventory service").
+//! HTTP resources of the inventory service (contracts: docs/contracts.md, "Inventory service").
 
 use axum::Router;
 use axum::extract::State;

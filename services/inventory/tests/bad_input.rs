@@ -1,4 +1,4 @@
-//! Bad input to the inventory service gets a clear 4xx with the JSON error body of DESIGN.md and writes
+//! Bad input to the inventory service gets a clear 4xx with the JSON error body of docs/contracts.md and writes
 //! nothing; good input creates and resets products.
 
 #![allow(clippy::unwrap_used)] // a failed step fails the test right there

@@ -1,4 +1,4 @@
-//! HTTP resources of the order service (contracts: DESIGN.md, "Order service").
+//! HTTP resources of the order service (contracts: docs/contracts.md, "Order service").
 
 use axum::Router;
 use axum::extract::State;

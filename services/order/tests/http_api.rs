@@ -1,5 +1,5 @@
 //! The order service's HTTP API against a real database and broker: every kind of bad input gets a clear
-//! 4xx with the JSON error body of DESIGN.md and writes nothing; good requests page and replay as documented.
+//! 4xx with the JSON error body of docs/contracts.md and writes nothing; good requests page and replay as documented.
 
 #![allow(clippy::unwrap_used)] // a failed step fails the test right there
 

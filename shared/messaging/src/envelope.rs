@@ -1,4 +1,4 @@
-//! The Kafka message value of every distlab event (DESIGN.md, "Kafka"):
+//! The Kafka message value of every distlab event (docs/contracts.md, "Kafka events"):
 //!
 //! ```json
 //! {"message_id": "uuid", "type": "OrderPlaced", "occurred_at": "RFC 3339", "payload": {…}}

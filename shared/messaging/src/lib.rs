@@ -9,7 +9,7 @@
 //! 3. the other side reads the message and applies it — [`consumer::IdempotentConsumer`], which records each
 //!    `message_id` in the same transaction as the effect, so at-least-once delivery has exactly-once effect.
 //!
-//! [`envelope`] is the wire format of DESIGN.md and [`events`] the typed payloads; [`kafka`] builds clients
+//! [`envelope`] is the wire format of docs/contracts.md ("Kafka events") and [`events`] the typed payloads; [`kafka`] builds clients
 //! with the settings every service must agree on (`acks=all` producers, manual offset commits), and
 //! [`offsets`] lets a consumer notice a broker that came back without its data.
 

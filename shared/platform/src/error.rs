@@ -1,4 +1,4 @@
-//! The one error format of every distlab service (DESIGN.md, "Errors"):
+//! The one error format of every distlab service (docs/contracts.md, "The error body"):
 //!
 //! ```json
 //! {"error": {"code": "snake_case_code", "message": "human sentence", "details": {…}}}

@@ -4,7 +4,7 @@
 //! a Kafka consumer…). This crate gives all of them the same edges, so a user who learned one service knows
 //! the others:
 //!
-//! - [`error`]: the JSON error body of DESIGN.md (`{"error":{"code","message","details"?}}`) and extractors
+//! - [`error`]: the JSON error body of docs/contracts.md (`{"error":{"code","message","details"?}}`) and extractors
 //!   whose rejections use it — bad input always gets a clear 4xx, never axum's plain-text default;
 //! - [`http`]: the middleware stack (request ids, tracing, timeouts, panics, per-route metrics), health and
 //!   readiness endpoints, serving with graceful shutdown on SIGTERM;
