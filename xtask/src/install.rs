@@ -1,5 +1,5 @@
 //! Installs what the local stack needs: Debian packages when running as root (otherwise the exact command
-//! is printed), and cargo-installed tools (tansu, cargo-nextest).
+//! is printed), cargo-installed tools (tansu, cargo-nextest) and schemathesis from PyPI.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,6 +45,7 @@ pub fn ensure_all(with_test_tools: bool) -> anyhow::Result<()> {
     ensure_tansu()?;
     if with_test_tools {
         ensure_nextest()?;
+        ensure_schemathesis()?;
     }
     Ok(())
 }
@@ -110,6 +111,29 @@ pub fn ensure_nextest() -> anyhow::Result<()> {
     println!("==> installing cargo-nextest");
     run(Command::new(env!("CARGO")).args(["install", "cargo-nextest", "--locked"]))
         .context("cargo install cargo-nextest failed")
+}
+
+/// The schemathesis version the contract check runs (PyPI); pinned so that a new release's checks cannot
+/// turn CI red on their own.
+pub const SCHEMATHESIS: &str = "4.32.5";
+
+/// The `st` command of schemathesis, installed with pip into the user's Python when missing.
+pub fn ensure_schemathesis() -> anyhow::Result<()> {
+    let present = Command::new("st").arg("--version").output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(SCHEMATHESIS)
+    });
+    if present {
+        return Ok(());
+    }
+    println!("==> installing schemathesis {SCHEMATHESIS} (pip)");
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        &format!("schemathesis=={SCHEMATHESIS}"),
+    ]))
+    .context("pip install schemathesis failed")
 }
 
 /// Runs a command with inherited output, failing on a non-zero exit.

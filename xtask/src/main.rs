@@ -13,6 +13,7 @@
 
 mod bench;
 mod config_bench;
+mod contracts;
 mod install;
 mod locks;
 mod stack;
@@ -123,8 +124,9 @@ fn main() -> ExitCode {
 }
 
 /// `cargo xtask test`: the README's test command and what CI runs. It checks the code first (formatting,
-/// clippy with warnings denied, rustdoc with warnings denied), then stops exactly the parts it started: a
-/// part that was already running (e.g. `cargo xtask up --infra-only` earlier) is left running.
+/// clippy with warnings denied, rustdoc with warnings denied), runs every test against the stack, then
+/// checks every service's OpenAPI document against the service ([`contracts`]). It stops exactly the parts
+/// it started: a part that was already running (e.g. `cargo xtask up --infra-only` earlier) is left running.
 fn test(nextest_args: &[String]) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let stack = stack::Stack::discover()?;
@@ -141,8 +143,9 @@ fn test(nextest_args: &[String]) -> anyhow::Result<()> {
                 .args(["nextest", "run", "--workspace", "--no-fail-fast"])
                 .args(nextest_args)
                 .status()?;
+            let contracts = contracts::check(stack.root());
             anyhow::ensure!(status.success(), "tests failed ({status})");
-            Ok(())
+            contracts
         });
     if let Err(error) = stack.stop(started_parts) {
         eprintln!("warning: cannot stop the stack: {error:#}");

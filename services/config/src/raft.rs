@@ -119,9 +119,11 @@ pub struct ClusterStatus {
     pub state: String,
     pub leader: Option<NodeId>,
     pub term: u64,
-    /// Voters, by id, with their address.
+    /// Voters, by id, with their address (JSON object keys are strings: `{"1": "127.0.0.1:8091"}`).
+    #[schema(value_type = BTreeMap<String, String>)]
     pub members: BTreeMap<NodeId, String>,
-    /// Non-voting members that receive the log.
+    /// Non-voting members that receive the log, keyed like `members`.
+    #[schema(value_type = BTreeMap<String, String>)]
     pub learners: BTreeMap<NodeId, String>,
     pub last_log_index: u64,
     pub commit_index: u64,

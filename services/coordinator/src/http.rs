@@ -59,13 +59,20 @@ async fn begin(
     State(coordinator): State<Coordinator>,
     Json(request): Json<BeginRequest>,
 ) -> Result<axum::Json<TransactionView>, ApiError> {
+    if !request.order.is_storable() {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "the order's texts must not contain the NUL character",
+        ));
+    }
     Ok(axum::Json(
         coordinator.run(request.order, request.gid).await?,
     ))
 }
 
 /// One transaction: state, decision and reason, each branch's vote and acknowledgement.
-#[utoipa::path(get, path = "/transactions/{gid}", params(("gid" = String, Path)),
+#[utoipa::path(get, path = "/transactions/{gid}",
+    params(("gid" = String, Path, pattern = "^distlab_[0-9a-f]{32}$")),
     responses((status = 200, body = TransactionView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn transaction(
     State(coordinator): State<Coordinator>,
@@ -80,10 +87,13 @@ async fn transaction(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// PREPARING, COMMITTING, ABORTING, COMMITTED or ABORTED.
+    #[param(value_type = Option<TxState>)]
     state: Option<String>,
     /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 

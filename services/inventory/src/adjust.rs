@@ -22,6 +22,7 @@ use crate::products::{MAX_STOCK, Product};
 #[serde(deny_unknown_fields)]
 pub struct AdjustInput {
     /// Units to add (negative: take away); not 0.
+    #[schema(minimum = -2147483647, maximum = 2147483647)]
     pub delta: i64,
     /// The lock the caller holds while writing, and its fencing token. Without it the write is unfenced.
     #[serde(default)]
@@ -31,7 +32,14 @@ pub struct AdjustInput {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockToken {
+    /// 1 to 128 characters, none of them control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     pub name: String,
+    #[schema(maximum = 9223372036854775807_u64)]
     pub token: u64,
 }
 
@@ -54,8 +62,11 @@ pub fn validate(input: &AdjustInput) -> Result<Adjustment, Vec<FieldError>> {
     let mut fence = None;
     if let Some(lock) = &input.lock {
         let name_len = lock.name.chars().count();
-        if name_len == 0 || name_len > 128 {
-            errors.push(FieldError::new("lock.name", "must be 1 to 128 characters"));
+        if name_len == 0 || name_len > 128 || lock.name.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                "lock.name",
+                "must be 1 to 128 characters, none of them control characters",
+            ));
         }
         match i64::try_from(lock.token) {
             Ok(token) => fence = Some((lock.name.clone(), token)),

@@ -38,7 +38,11 @@ struct ApiDoc;
 pub fn openapi() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.merge(distlab_twopc::participant::openapi());
-    serde_json::to_value(doc).expect("the OpenAPI document serialises")
+    let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serialises");
+    // What utoipa cannot say: an adjustment of 0 units is refused.
+    doc["components"]["schemas"]["AdjustInput"]["properties"]["delta"]["not"] =
+        serde_json::json!({"const": 0});
+    doc
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,7 +65,7 @@ fn parse_sku(sku: &str) -> Result<(), ApiError> {
 
 /// Creates a product or resets its stock (admin seeding).
 #[utoipa::path(put, path = "/products/{sku}", request_body = ProductInput,
-    params(("sku" = String, Path, description = "1–64 characters of A-Z a-z 0-9 . _ -")),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$", description = "1–64 characters of A-Z a-z 0-9 . _ -")),
     responses((status = 200, body = Product), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 async fn put_product(
@@ -82,7 +86,7 @@ async fn put_product(
 
 /// One product.
 #[utoipa::path(get, path = "/products/{sku}",
-    params(("sku" = String, Path)),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, body = Product), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_product(
     State(state): State<AppState>,
@@ -105,7 +109,7 @@ async fn list_products(State(state): State<AppState>) -> Result<Json<ProductList
 
 /// Adds `delta` units (negative: takes them), refusing a stale lock fencing token.
 #[utoipa::path(post, path = "/products/{sku}/adjust", request_body = AdjustInput,
-    params(("sku" = String, Path)),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, body = Product), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "stale_fencing_token: a later lock holder already wrote"),
         (status = 422, body = ErrorBody)))]

@@ -26,8 +26,12 @@ pub struct Product {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductInput {
+    /// 1 to 200 characters, not all blank.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
+    #[schema(minimum = 0)]
     pub price_cents: i64,
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub stock: i64,
 }
 
@@ -51,8 +55,7 @@ pub fn validate_sku(sku: &str) -> Result<(), FieldError> {
 /// Every problem of a product input, empty when it is valid.
 pub fn validate_input(input: &ProductInput) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    let name_len = input.name.trim().chars().count();
-    if name_len == 0 || name_len > 200 {
+    if input.name.trim().is_empty() || input.name.chars().count() > 200 {
         errors.push(FieldError::new("name", "must be 1 to 200 characters"));
     }
     if input.price_cents < 0 {

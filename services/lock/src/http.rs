@@ -65,13 +65,21 @@ pub fn openapi() -> serde_json::Value {
 #[serde(deny_unknown_fields)]
 struct AcquireRequest {
     /// `pg`, `redis`, `redlock` or `zookeeper`.
+    #[schema(value_type = Backend)]
     backend: String,
-    /// Who asks (reentrancy on pg is by owner).
+    /// Who asks (reentrancy on pg is by owner): 1 to 128 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$"
+    )]
     owner: String,
     /// Lease length, 10 ms to 1 h.
+    #[schema(minimum = 10, maximum = 3600000)]
     ttl_ms: i64,
     /// How long to wait for the lock, 0 (try once, the default) to 25 s.
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 25000)]
     wait_ms: i64,
 }
 
@@ -79,8 +87,11 @@ struct AcquireRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenewRequest {
+    #[schema(value_type = Backend)]
     backend: String,
+    #[schema(value_type = uuid::Uuid)]
     lease_id: String,
+    #[schema(minimum = 10, maximum = 3600000)]
     ttl_ms: i64,
 }
 
@@ -88,7 +99,9 @@ struct RenewRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReleaseRequest {
+    #[schema(value_type = Backend)]
     backend: String,
+    #[schema(value_type = uuid::Uuid)]
     lease_id: String,
 }
 
@@ -112,7 +125,9 @@ struct LockState {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct BackendQuery {
+    #[param(value_type = Backend, required = true)]
     backend: Option<String>,
 }
 
@@ -177,7 +192,7 @@ fn outcome<T>(result: &Result<T, LockError>) -> &'static str {
 
 /// Takes the lock, waiting up to `wait_ms` for it.
 #[utoipa::path(post, path = "/locks/{name}/acquire", request_body = AcquireRequest,
-    params(("name" = String, Path, description = "1–128 characters of A-Z a-z 0-9 . _ -")),
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$", description = "1–128 characters of A-Z a-z 0-9 . _ -")),
     responses((status = 200, body = Lease), (status = 409, body = ErrorBody, description = "lock_held"),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn acquire(
@@ -205,7 +220,7 @@ async fn acquire(
 
 /// Extends a lease the caller still holds.
 #[utoipa::path(post, path = "/locks/{name}/renew", request_body = RenewRequest,
-    params(("name" = String, Path)),
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$")),
     responses((status = 200, body = Lease), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn renew(
@@ -231,7 +246,7 @@ async fn renew(
 
 /// Gives a lease back. A lease that is not the current holder's changes nothing.
 #[utoipa::path(post, path = "/locks/{name}/release", request_body = ReleaseRequest,
-    params(("name" = String, Path)),
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$")),
     responses((status = 200, body = Released), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn release(
@@ -259,7 +274,7 @@ async fn release(
 
 /// Who holds the lock now.
 #[utoipa::path(get, path = "/locks/{name}",
-    params(("name" = String, Path), BackendQuery),
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9._-]{1,128}$"), BackendQuery),
     responses((status = 200, body = LockState), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn get_holder(
     State(locks): State<Arc<Locks>>,

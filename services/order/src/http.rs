@@ -80,8 +80,9 @@ fn idempotency_key(
 /// Places an order. In `outbox` mode: 202 with the PENDING order, which later becomes CONFIRMED or REJECTED.
 /// In `2pc` mode: 201 CONFIRMED, or 409 with the reason (the order is recorded REJECTED).
 #[utoipa::path(post, path = "/orders", request_body = PlaceOrder,
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "Same key and body: the first response again. Same key, other body: 422.")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$",
+        description = "1 to 255 visible ASCII characters. Same key and body: the first response again. \
+                       Same key, other body: 422.")),
     responses((status = 202, body = Order), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 201, body = Order), (status = 409, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
@@ -159,12 +160,16 @@ async fn get_order(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// PENDING, CONFIRMED or REJECTED.
+    #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// 1 to 500, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<Uuid>)]
     cursor: Option<String>,
 }
 

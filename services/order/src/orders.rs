@@ -99,8 +99,11 @@ impl std::str::FromStr for Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
+    /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: String,
     /// 1 to 20 items.
+    #[schema(min_items = 1, max_items = 20)]
     pub items: Vec<ItemInput>,
     /// Defaults to the service's configured mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,8 +114,11 @@ pub struct PlaceOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
+    /// 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
     /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 

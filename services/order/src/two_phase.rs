@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::OrderError;
-use crate::orders::{Mode, Order, Status, ValidOrder};
+use crate::orders::{ItemInput, Mode, Order, PlaceOrder, Status, ValidOrder};
 use crate::store::{self, IdempotencyKey, Placed};
 
 /// How long a 2PC order may take at the coordinator (below the 30 s request timeout).
@@ -65,6 +65,26 @@ impl BranchWork for OrderBranch {
         conn: &mut PgConnection,
         order: &OrderPayload,
     ) -> Result<(), BranchError> {
+        // The same rules as `POST /orders`: a coordinator is a client like any other.
+        let request = PlaceOrder {
+            customer_id: order.customer_id.clone(),
+            items: order
+                .items
+                .iter()
+                .map(|item| ItemInput {
+                    sku: item.sku.clone(),
+                    quantity: item.quantity.into(),
+                })
+                .collect(),
+            mode: Some(Mode::TwoPhaseCommit),
+        };
+        let key_is_valid = order.idempotency.as_ref().is_none_or(|record| {
+            (1..=crate::http::MAX_IDEMPOTENCY_KEY_LEN).contains(&record.key.len())
+                && record.key.bytes().all(|b| b.is_ascii_graphic())
+        });
+        if request.validate(Mode::TwoPhaseCommit).is_err() || !key_is_valid {
+            return Err(BranchError::Refuse("invalid_order".into()));
+        }
         let placed = confirmed(order);
         let written = sqlx::query(
             "INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)

@@ -17,7 +17,9 @@ pub const INVENTORY_EVENTS: &str = "inventory-events";
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderItem {
+    #[schema(pattern = "^[^\\x00]*$")]
     pub sku: String,
+    #[schema(value_type = u64, maximum = 4294967295_u64)]
     pub quantity: u32,
 }
 

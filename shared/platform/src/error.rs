@@ -228,10 +228,58 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// `axum::Json`, with rejections in distlab's error format.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json`, with rejections in distlab's error format, and one leniency JSON Schema asks for: a number
+/// with no fractional part is an integer, so `3.0` is read as `3` wherever an integer is expected (JSON
+/// itself has one number type; clients that hold every number as a double send such values).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(mut value) = axum::Json::<Value>::from_request(request, state).await?;
+        integral_floats_as_integers(&mut value);
+        serde_path_to_error::deserialize(value)
+            .map(Json)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let message = if path == "." {
+                    error.into_inner().to_string()
+                } else {
+                    format!("{path}: {}", error.into_inner())
+                };
+                ApiError::unprocessable(
+                    "invalid_body",
+                    format!("Failed to deserialize the JSON body into the target type: {message}"),
+                )
+            })
+    }
+}
+
+/// Turns every float with no fractional part that fits an `i64` or `u64` into that integer.
+fn integral_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64())
+                && float.fract() == 0.0
+            {
+                if float >= i64::MIN as f64 && float < i64::MAX as f64 {
+                    *value = Value::from(float as i64);
+                } else if float >= 0.0 && float < u64::MAX as f64 {
+                    *value = Value::from(float as u64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -252,6 +300,18 @@ pub struct Query<T>(pub T);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integral_floats_are_read_as_integers_and_other_numbers_are_left_alone() {
+        let mut value =
+            serde_json::json!({"a": 3.0, "b": [-675.0, 1.5, 7], "c": {"d": 1e30, "e": "2.0"}});
+        integral_floats_as_integers(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"a": 3, "b": [-675, 1.5, 7], "c": {"d": 1e30, "e": "2.0"}})
+        );
+        assert!(value["a"].is_i64());
+    }
     use http_body_util::BodyExt;
 
     #[tokio::test]

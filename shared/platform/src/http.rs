@@ -107,9 +107,32 @@ pub struct ServiceInfo {
     pub readiness: Vec<ReadinessCheck>,
 }
 
+/// axum answers a method a route does not serve with 405 and the `Allow` header HTTP requires; this gives
+/// that answer the shared error body and keeps the header.
+async fn method_not_allowed_as_error_body(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let mut answer = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    answer
+}
+
 /// Adds the shared endpoints and middleware around a service's own routes.
 pub fn service_router(routes: Router, info: ServiceInfo) -> Router {
-    let openapi = Arc::new(info.openapi);
+    let mut openapi = info.openapi;
+    crate::openapi::document_shared_errors(&mut openapi);
+    let openapi = Arc::new(openapi);
     let checks = Arc::new(info.readiness);
     let request_id = HeaderName::from_static("x-request-id");
 
@@ -119,9 +142,7 @@ pub fn service_router(routes: Router, info: ServiceInfo) -> Router {
         .route("/metrics", get(|| async { crate::metrics::render() }))
         .route("/openapi.json", get(move || async move { axum::Json((*openapi).clone()) }))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
-        })
+        .layer(middleware::map_response(method_not_allowed_as_error_body))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))

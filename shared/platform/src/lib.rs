@@ -9,6 +9,7 @@
 //! - [`http`]: the middleware stack (request ids, tracing, timeouts, panics, per-route metrics), health and
 //!   readiness endpoints, serving with graceful shutdown on SIGTERM;
 //! - [`metrics`]: one Prometheus recorder per process, rendered at `/metrics`;
+//! - [`openapi`]: the errors every OpenAPI document lists on every operation they can come from;
 //! - [`telemetry`]: `tracing` set-up, human or JSON logs;
 //! - [`db`]: the PostgreSQL pool with the settings every service uses.
 
@@ -16,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod telemetry;
 
 pub use error::{ApiError, ErrorBody, FieldError, Json, Path, Query};

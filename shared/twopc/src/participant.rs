@@ -604,6 +604,12 @@ async fn prepare<W: BranchWork>(
     State(participant): State<Arc<Participant<W>>>,
     Json(request): Json<PrepareRequest>,
 ) -> Result<axum::Json<VoteResponse>, ApiError> {
+    if !request.order.is_storable() {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "the order's texts must not contain the NUL character",
+        ));
+    }
     Ok(axum::Json(
         participant.prepare(&request.gid, &request.order).await?,
     ))
@@ -714,7 +720,8 @@ mod docs {
     fn rollback() {}
 
     /// Where a branch is: prepared, committed, aborted or unknown.
-    #[utoipa::path(get, path = "/2pc/{gid}", tag = "2pc", params(("gid" = String, Path)),
+    #[utoipa::path(get, path = "/2pc/{gid}", tag = "2pc",
+        params(("gid" = String, Path, pattern = "^distlab_[0-9a-f]{32}$")),
         responses((status = 200, body = BranchStatus), (status = 400, body = ErrorBody)))]
     fn branch() {}
 

@@ -12,6 +12,8 @@ use crate::gid::Gid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderPayload {
     pub order_id: Uuid,
+    /// Any text without the NUL character (which PostgreSQL cannot store).
+    #[schema(pattern = "^[^\\x00]*$")]
     pub customer_id: String,
     pub items: Vec<OrderItem>,
     /// When the order was accepted: its `created_at`.
@@ -21,17 +23,34 @@ pub struct OrderPayload {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
+impl OrderPayload {
+    /// Whether PostgreSQL can store every text of the order: it refuses the NUL character in `text` and
+    /// `jsonb`, so an order carrying one is bad input, not a database failure.
+    pub fn is_storable(&self) -> bool {
+        let texts = std::iter::once(self.customer_id.as_str())
+            .chain(self.items.iter().map(|i| i.sku.as_str()))
+            .chain(
+                self.idempotency
+                    .iter()
+                    .flat_map(|k| [k.key.as_str(), k.request_hash.as_str()]),
+            );
+        texts.into_iter().all(|text| !text.contains('\0'))
+    }
+}
+
 /// An `Idempotency-Key` and the SHA-256 of its request, in hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct IdempotencyRecord {
+    #[schema(pattern = "^[^\\x00]*$")]
     pub key: String,
+    #[schema(pattern = "^[^\\x00]*$")]
     pub request_hash: String,
 }
 
 /// `POST /2pc/prepare`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PrepareRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^distlab_[0-9a-f]{32}$")]
     pub gid: Gid,
     pub order: OrderPayload,
 }
@@ -49,7 +68,7 @@ pub enum Vote {
 /// Answer to `POST /2pc/prepare`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct VoteResponse {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^distlab_[0-9a-f]{32}$")]
     pub gid: Gid,
     pub vote: Vote,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,7 +78,7 @@ pub struct VoteResponse {
 /// `POST /2pc/commit` and `POST /2pc/rollback`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GidRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^distlab_[0-9a-f]{32}$")]
     pub gid: Gid,
 }
 
@@ -79,7 +98,7 @@ pub enum BranchState {
 /// Answer to `GET /2pc/{gid}`, `POST /2pc/commit` and `POST /2pc/rollback`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BranchStatus {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^distlab_[0-9a-f]{32}$")]
     pub gid: Gid,
     pub state: BranchState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,14 +121,14 @@ pub struct BeginRequest {
     /// The gid to use, chosen by the caller so that it can look the transaction up even when this request
     /// fails; a gid the log already has is not run again (its current state is returned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^distlab_[0-9a-f]{32}$")]
     pub gid: Option<Gid>,
 }
 
 /// A global transaction as the coordinator's log shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TransactionView {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^distlab_[0-9a-f]{32}$")]
     pub gid: Gid,
     pub state: crate::protocol::TxState,
     #[serde(default, skip_serializing_if = "Option::is_none")]

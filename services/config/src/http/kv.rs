@@ -19,7 +19,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::kv::{Command, Compacted, Outcome, Revision};
 use crate::raft::Node;
 
-use super::{AppState, BODY_LIMIT, MAX_KEY_BYTES, MAX_VALUE_BYTES, REVISION_HEADER};
+use super::{AppState, BODY_LIMIT, MAX_KEY_CHARS, MAX_VALUE_BYTES, REVISION_HEADER};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -33,7 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
 #[derive(OpenApi)]
 #[openapi(
     paths(read, write, remove, list, watch),
-    components(schemas(PutRequest, Written, KeyValue, KeyList))
+    components(schemas(PutRequest, Written, KeyValue, KeyList, Consistency))
 )]
 pub(super) struct ApiDoc;
 
@@ -45,6 +45,7 @@ struct PutRequest {
     #[schema(value_type = Object)]
     value: Option<Value>,
     /// Compare-and-set: apply only if the key's current revision is this (0 = the key must not exist).
+    #[schema(value_type = Option<u64>)]
     prev_revision: Option<Revision>,
 }
 
@@ -60,7 +61,7 @@ struct Written {
 #[derive(Debug, Serialize, ToSchema)]
 struct KeyValue {
     key: String,
-    #[schema(value_type = Object)]
+    /// Any JSON value but `null` and `""`.
     value: Value,
     revision: Revision,
 }
@@ -90,6 +91,7 @@ enum Consistency {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ReadParams {
     #[serde(default)]
@@ -97,18 +99,22 @@ struct ReadParams {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
     #[serde(default)]
+    #[param(max_length = 512)]
     prefix: String,
     #[serde(default)]
     consistency: Consistency,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeleteParams {
     /// Delete only if the key's current revision is this.
+    #[param(value_type = Option<u64>)]
     prev_revision: Option<Revision>,
 }
 
@@ -116,10 +122,10 @@ fn check_key(key: &str, field: &str) -> Result<(), FieldError> {
     if key.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
     }
-    if key.len() > MAX_KEY_BYTES {
+    if key.chars().count() > MAX_KEY_CHARS {
         return Err(FieldError::new(
             field,
-            format!("must be at most {MAX_KEY_BYTES} bytes"),
+            format!("must be at most {MAX_KEY_CHARS} characters"),
         ));
     }
     if key.chars().any(char::is_control) {
@@ -148,7 +154,8 @@ async fn empty_key() -> ApiError {
 
 /// Writes a key (compare-and-set with `prev_revision`).
 #[utoipa::path(put, path = "/v1/kv/{key}", request_body = PutRequest,
-    params(("key" = String, Path, description = "The key; may contain `/`")),
+    params(("key" = String, Path, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$", min_length = 1, max_length = 512,
+        description = "The key: 1 to 512 characters, no control characters; may contain `/`")),
     responses(
         (status = 200, body = Written),
         (status = 409, description = "revision_mismatch: the key's revision is not prev_revision", body = ErrorBody),
@@ -232,7 +239,7 @@ fn unexpected(outcome: Outcome) -> ApiError {
 }
 
 /// Reads a key.
-#[utoipa::path(get, path = "/v1/kv/{key}", params(("key" = String, Path), ReadParams),
+#[utoipa::path(get, path = "/v1/kv/{key}", params(("key" = String, Path, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$", min_length = 1, max_length = 512), ReadParams),
     responses(
         (status = 200, body = KeyValue), (status = 404, body = ErrorBody),
         (status = 503, description = "linearizable read without a leader or a majority", body = ErrorBody),
@@ -277,7 +284,7 @@ fn with_revision(revision: Revision, body: impl IntoResponse) -> Response {
 }
 
 /// Deletes a key.
-#[utoipa::path(delete, path = "/v1/kv/{key}", params(("key" = String, Path), DeleteParams),
+#[utoipa::path(delete, path = "/v1/kv/{key}", params(("key" = String, Path, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]+$", min_length = 1, max_length = 512), DeleteParams),
     responses((status = 200, body = Written), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 async fn remove(
@@ -313,10 +320,10 @@ async fn list(
     State(app): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
-    if params.prefix.len() > MAX_KEY_BYTES {
+    if params.prefix.chars().count() > MAX_KEY_CHARS {
         validate(vec![FieldError::new(
             "prefix",
-            format!("must be at most {MAX_KEY_BYTES} bytes"),
+            format!("must be at most {MAX_KEY_CHARS} characters"),
         )])?;
     }
     if params.consistency == Consistency::Linearizable {
@@ -334,15 +341,22 @@ async fn list(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct WatchParams {
     /// Only keys starting with this.
     #[serde(default)]
+    #[param(max_length = 512)]
     prefix: String,
     /// Deliver every change after this revision; without it, only changes from now on. A reconnecting
     /// client passes the last revision it received (or sends `Last-Event-ID`).
+    #[param(value_type = Option<u64>, maximum = 9007199254740991_u64)]
     from_revision: Option<Revision>,
 }
+
+/// Largest `from_revision` accepted (2^53 − 1, the largest integer every JSON client reads exactly); far
+/// beyond any revision a store reaches.
+const MAX_WATCH_REVISION: Revision = (1 << 53) - 1;
 
 /// Streams changes under a prefix as Server-Sent Events, in revision order, without gaps.
 ///
@@ -356,10 +370,16 @@ async fn watch(
     headers: HeaderMap,
     Query(params): Query<WatchParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    if params.prefix.len() > MAX_KEY_BYTES {
+    if params.prefix.chars().count() > MAX_KEY_CHARS {
         validate(vec![FieldError::new(
             "prefix",
-            format!("must be at most {MAX_KEY_BYTES} bytes"),
+            format!("must be at most {MAX_KEY_CHARS} characters"),
+        )])?;
+    }
+    if params.from_revision.is_some_and(|r| r > MAX_WATCH_REVISION) {
+        validate(vec![FieldError::new(
+            "from_revision",
+            format!("must be at most {MAX_WATCH_REVISION}"),
         )])?;
     }
     let last_event_id = headers
@@ -482,7 +502,7 @@ mod tests {
     fn keys_are_checked() {
         assert!(check_key("distlab/order/default_mode", "key").is_ok());
         assert!(check_key("", "key").is_err());
-        assert!(check_key(&"k".repeat(MAX_KEY_BYTES + 1), "key").is_err());
+        assert!(check_key(&"k".repeat(MAX_KEY_CHARS + 1), "key").is_err());
         assert!(check_key("a\nb", "key").is_err());
     }
 }

@@ -32,7 +32,14 @@ pub(super) fn routes() -> Router<AppState> {
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(cluster, init, add_learner, change_membership, set_partition),
+    paths(
+        cluster,
+        init,
+        add_learner,
+        change_membership,
+        partition,
+        set_partition
+    ),
     components(schemas(
         ClusterStatus,
         InitRequest,
@@ -79,7 +86,8 @@ struct InitRequest {
 
 /// Initialises a new cluster (once, on one node).
 #[utoipa::path(post, path = "/v1/cluster/init", request_body = Option<InitRequest>,
-    responses((status = 200, body = ClusterStatus), (status = 409, description = "already initialised", body = ErrorBody)))]
+    responses((status = 200, body = ClusterStatus), (status = 409, description = "already initialised", body = ErrorBody),
+        (status = 401, description = "no admin token", body = ErrorBody), (status = 403, description = "a wrong admin token", body = ErrorBody)))]
 async fn init(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -136,7 +144,8 @@ struct LearnerRequest {
 
 /// Adds a non-voting member and waits until it has caught up with the log.
 #[utoipa::path(post, path = "/v1/cluster/learners", request_body = LearnerRequest,
-    responses((status = 200, body = ClusterStatus), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = ClusterStatus), (status = 503, body = ErrorBody),
+        (status = 401, description = "no admin token", body = ErrorBody), (status = 403, description = "a wrong admin token", body = ErrorBody)))]
 async fn add_learner(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -171,7 +180,8 @@ struct MembershipRequest {
 
 /// Changes the voters (joint consensus); nodes dropped from the voters leave the cluster.
 #[utoipa::path(post, path = "/v1/cluster/membership", request_body = MembershipRequest,
-    responses((status = 200, body = ClusterStatus), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = ClusterStatus), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 409, description = "openraft refused the change", body = ErrorBody), (status = 401, description = "no admin token", body = ErrorBody), (status = 403, description = "a wrong admin token", body = ErrorBody)))]
 async fn change_membership(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -212,13 +222,15 @@ struct PartitionRequest {
     blocked: BTreeSet<NodeId>,
 }
 
+/// The peers this node is cut off from (`{"node_id", "blocked": [ids]}`).
+#[utoipa::path(get, path = "/admin/partition", responses((status = 200, description = "this node's id and the peers it drops")))]
 async fn partition(State(app): State<AppState>) -> Json<Value> {
     Json(json!({"node_id": app.node.id, "blocked": app.node.partition.blocked()}))
 }
 
 /// Cuts this node off from chosen peers (a test and chaos switch, until the chaos sidecar exists).
 #[utoipa::path(put, path = "/admin/partition", request_body = PartitionRequest,
-    responses((status = 200), (status = 401, body = ErrorBody)))]
+    responses((status = 200), (status = 401, description = "no admin token", body = ErrorBody), (status = 403, description = "a wrong admin token", body = ErrorBody)))]
 async fn set_partition(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -31,8 +31,8 @@ use utoipa::OpenApi;
 
 use crate::raft::{Node, NodeError, NodeId};
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
+/// Longest key, in characters (Unicode scalar values).
+pub const MAX_KEY_CHARS: usize = 512;
 /// Largest value, in bytes of JSON.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Largest client request body (a value plus its envelope).
@@ -81,7 +81,15 @@ pub fn openapi() -> Value {
     let mut doc = ApiDoc::openapi();
     doc.merge(kv::ApiDoc::openapi());
     doc.merge(manage::ApiDoc::openapi());
-    serde_json::to_value(doc).expect("the OpenAPI document serialises")
+    let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serialises");
+    // What utoipa cannot say: a value is any JSON but `null` or `""`, and it is required.
+    let put = &mut doc["components"]["schemas"]["PutRequest"];
+    put["properties"]["value"] = serde_json::json!({
+        "description": "Any JSON value except `null` and `\"\"`.",
+        "not": {"enum": [null, ""]}
+    });
+    put["required"] = serde_json::json!(["value"]);
+    doc
 }
 
 impl From<NodeError> for ApiError {
