@@ -83,12 +83,6 @@ pub async fn get(router: &Router, uri: &str) -> (StatusCode, Value) {
 pub fn expect(answer: (StatusCode, Value), status: StatusCode, code: &str) -> Value {
     let (got, body) = answer;
     assert_eq!(got, status, "body: {body}");
-    assert_eq!(body["error"]["code"], code, "body: {body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "the error has a message: {body}"
-    );
+    crate::assert_error_body(&body, code);
     body
 }

@@ -547,6 +547,13 @@ pub async fn expect_error(
 ) -> serde_json::Value {
     assert_eq!(response.status(), status);
     let body: serde_json::Value = response.json().await.expect("the error body is JSON");
+    assert_error_body(&body, code);
+    body
+}
+
+/// Asserts that `body` is the shared error body with `code` and a message.
+#[track_caller]
+pub fn assert_error_body(body: &serde_json::Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "body: {body}");
     assert!(
         body["error"]["message"]
@@ -554,7 +561,6 @@ pub async fn expect_error(
             .is_some_and(|m| !m.is_empty()),
         "the error has a message: {body}"
     );
-    body
 }
 
 /// `GET url` and its JSON body, asserting a 2xx.
