@@ -7,9 +7,8 @@
 //! partitions, membership) must answer 401 as documented, and are never armed by generated input.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::install::SCHEMATHESIS;
+use crate::install::{self, SCHEMATHESIS};
 
 /// The services whose documents are checked, and their ports in the local stack (config: node 1).
 const SERVICES: &[(&str, u16)] = &[
@@ -29,7 +28,7 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for (name, port) in SERVICES {
         println!("==> schemathesis {SCHEMATHESIS}: {name} (:{port}/openapi.json), all checks");
-        let status = Command::new("st")
+        let status = install::schemathesis()
             .current_dir(root)
             .args([
                 "--config-file",

@@ -117,9 +117,10 @@ pub fn ensure_nextest() -> anyhow::Result<()> {
 /// turn CI red on their own.
 pub const SCHEMATHESIS: &str = "4.32.5";
 
-/// The `st` command of schemathesis, installed with pip into the user's Python when missing.
+/// schemathesis, installed with pip into the machine's Python 3 when missing. It is run as
+/// `python3 -m schemathesis.cli` ([`schemathesis`]), which needs no script on PATH.
 pub fn ensure_schemathesis() -> anyhow::Result<()> {
-    let present = Command::new("st").arg("--version").output().is_ok_and(|o| {
+    let present = schemathesis().arg("--version").output().is_ok_and(|o| {
         o.status.success() && String::from_utf8_lossy(&o.stdout).contains(SCHEMATHESIS)
     });
     if present {
@@ -134,6 +135,13 @@ pub fn ensure_schemathesis() -> anyhow::Result<()> {
         &format!("schemathesis=={SCHEMATHESIS}"),
     ]))
     .context("pip install schemathesis failed")
+}
+
+/// The schemathesis command line, through the Python that has it.
+pub fn schemathesis() -> Command {
+    let mut command = Command::new("python3");
+    command.args(["-m", "schemathesis.cli"]);
+    command
 }
 
 /// Runs a command with inherited output, failing on a non-zero exit.
