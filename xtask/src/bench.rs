@@ -52,6 +52,12 @@ pub enum Which {
         #[command(flatten)]
         args: crate::config_bench::ConfigBenchArgs,
     },
+    /// The chaos sidecar with no fault active against no sidecar: pgbench, HTTP requests/s and latency,
+    /// connections held.
+    Chaos {
+        #[command(flatten)]
+        args: crate::chaos_bench::ChaosBenchArgs,
+    },
 }
 
 /// The load every benchmark applies.
@@ -88,8 +94,9 @@ const INVENTORY_URL: &str = "http://127.0.0.1:8082";
 const ORDERS_SERVER: &str = "postgres://postgres@127.0.0.1:15432";
 
 pub fn run(stack: &Stack, which: Which) -> anyhow::Result<()> {
-    // The config bench starts its own clusters; the others run against the stack.
-    if !matches!(which, Which::Config { .. }) {
+    // The config bench starts its own clusters; the chaos bench checks the parts it uses; the others run
+    // against the whole stack.
+    if !matches!(which, Which::Config { .. } | Which::Chaos { .. }) {
         anyhow::ensure!(
             stack.is_fully_healthy(),
             "the stack is not fully up: run `cargo xtask up` (release services) first"
@@ -102,6 +109,7 @@ pub fn run(stack: &Stack, which: Which) -> anyhow::Result<()> {
         Which::TwoPc { load } => block_on(two_phase(load.settings(None))),
         Which::Locks { args } => crate::locks::bench(args),
         Which::Config { args } => crate::config_bench::bench(stack, args),
+        Which::Chaos { args } => crate::chaos_bench::bench(stack, args),
     }
 }
 
@@ -569,7 +577,7 @@ async fn settle(db: &PgPool, customer: &str, expected: u64) -> anyhow::Result<Se
 /// The SQL of `POST /orders` in outbox mode (`PLACE` in services/order/src/store.rs): one statement, so one
 /// transaction, that writes the order and its outbox message; parameters replaced by literals of the same
 /// size as the service sends.
-const PGBENCH_SCRIPT: &str = r#"WITH placed AS (
+pub(crate) const PGBENCH_SCRIPT: &str = r#"WITH placed AS (
     INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at)
     VALUES (gen_random_uuid(), 'bench-pgbench', '[{"sku": "BENCH-00000000-000", "quantity": 1}]', 'PENDING', 'outbox', now(), now())
     RETURNING id)

@@ -34,6 +34,11 @@ const PACKAGES: &[Package] = &[
         name: "etcd-server",
         provides: || which("etcd").is_some(),
     },
+    // The HTTP load generator of `cargo xtask bench chaos`.
+    Package {
+        name: "wrk",
+        provides: || which("wrk").is_some(),
+    },
 ];
 
 /// The ZooKeeper server jar of Debian's `zookeeper` package.
@@ -51,9 +56,24 @@ pub fn ensure_all(with_test_tools: bool) -> anyhow::Result<()> {
 }
 
 fn ensure_packages() -> anyhow::Result<()> {
+    install_missing(|_| true)
+}
+
+/// Installs one package of [`PACKAGES`] if it is missing (a benchmark's own tool), or fails with the
+/// command to run.
+pub fn ensure_package(name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        PACKAGES.iter().any(|p| p.name == name),
+        "{name} is not one of xtask's Debian packages"
+    );
+    install_missing(|p| p.name == name)
+}
+
+/// Installs the packages of [`PACKAGES`] that `wanted` selects and that are missing.
+fn install_missing(wanted: impl Fn(&Package) -> bool) -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|p| !(p.provides)())
+        .filter(|p| wanted(p) && !(p.provides)())
         .map(|p| p.name)
         .collect();
     if missing.is_empty() {
@@ -73,7 +93,7 @@ fn ensure_packages() -> anyhow::Result<()> {
     run(Command::new("sh").args(["-c", &command])).context("apt-get install failed")?;
     let still: Vec<&str> = PACKAGES
         .iter()
-        .filter(|p| !(p.provides)())
+        .filter(|p| wanted(p) && !(p.provides)())
         .map(|p| p.name)
         .collect();
     anyhow::ensure!(

@@ -12,6 +12,7 @@
 #![allow(clippy::print_stdout, unreachable_pub)]
 
 mod bench;
+mod chaos_bench;
 mod config_bench;
 mod contracts;
 mod install;
