@@ -20,11 +20,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use distlab_config_client::wire::WatchEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// The store's change counter.
-pub type Revision = u64;
+/// The store's change counter (the wire contract's revision).
+pub use distlab_config_client::wire::Revision;
 
 /// A client command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,15 +80,9 @@ pub struct Versioned {
     pub revision: Revision,
 }
 
-/// One applied change, as watchers see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    pub revision: Revision,
-    pub key: String,
-    /// `None` for a delete (then absent from the JSON).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Value>,
-}
+/// One applied change, as watchers see it: the `data` of a watch event, which the wire contract declares
+/// (`value` is `None` for a delete).
+pub type Change = WatchEvent;
 
 /// The history no longer holds the changes a watcher asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

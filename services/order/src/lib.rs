@@ -41,7 +41,8 @@ use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, ConfigServiceArgs, Settings};
-use runtime_config::{DefaultMode, Follower};
+use distlab_config_client::Follower;
+use runtime_config::DefaultMode;
 
 /// The orders database's own schema (the messaging tables come from `distlab_messaging::service`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/orders");
@@ -98,11 +99,13 @@ impl Application {
         let (default_mode, follower) = if nodes.is_empty() {
             (DefaultMode::fixed(config.default_mode), None)
         } else {
-            let key = &config_service.config_mode_key;
-            let mode = DefaultMode::following(config.default_mode, key);
-            let follower = Follower::new(mode.clone(), key, nodes)
+            let followed = runtime_config::mode_key(&config_service.config_mode_key);
+            let follower = Follower::new(followed.clone(), nodes)
                 .context("cannot build the config service client")?;
-            (mode, Some(follower))
+            (
+                DefaultMode::following(config.default_mode, followed),
+                Some(follower),
+            )
         };
         let twopc = distlab_twopc::participant::setup(
             pool.clone(),

@@ -13,7 +13,6 @@
 //! with the settings every service must agree on (`acks=all` producers, manual offset commits), and
 //! [`offsets`] lets a consumer notice a broker that came back without its data.
 
-pub mod backoff;
 pub mod consumer;
 pub mod envelope;
 pub mod events;
@@ -22,4 +21,5 @@ pub mod offsets;
 pub mod outbox;
 pub mod service;
 
+pub use distlab_platform::backoff;
 pub use envelope::Envelope;

@@ -11,8 +11,11 @@
 //! - [`metrics`]: one Prometheus recorder per process, rendered at `/metrics`;
 //! - [`openapi`]: the errors every OpenAPI document lists on every operation they can come from;
 //! - [`telemetry`]: `tracing` set-up, human or JSON logs;
-//! - [`db`]: the PostgreSQL pool with the settings every service uses.
+//! - [`db`]: the PostgreSQL pool with the settings every service uses;
+//! - [`backoff`]: capped exponential backoff as a function of the attempt number (relays, consumers, the
+//!   config follower).
 
+pub mod backoff;
 pub mod db;
 pub mod error;
 pub mod http;

@@ -5,12 +5,15 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use distlab_config_client::wire::{
+    ErrorCode, FORWARDED_BY_HEADER, FORWARDED_TO_HEADER, KV_PATH, REVISION_HEADER,
+};
 use distlab_platform::ApiError;
 use serde_json::json;
 
 use crate::raft::NodeId;
 
-use super::{AppState, BODY_LIMIT, FORWARDED_HEADER, FORWARDED_TO_HEADER, REVISION_HEADER};
+use super::{AppState, BODY_LIMIT};
 
 /// Whether this request must be served by the leader.
 fn needs_leader(request: &Request) -> bool {
@@ -19,9 +22,12 @@ fn needs_leader(request: &Request) -> bool {
         .uri()
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "consistency=stale"));
+    let key_path = path
+        .strip_prefix(KV_PATH)
+        .is_some_and(|rest| rest.starts_with('/'));
     match *request.method() {
-        Method::GET => (path == "/v1/kv" || path.starts_with("/v1/kv/")) && !stale,
-        Method::PUT | Method::DELETE => path.starts_with("/v1/kv/"),
+        Method::GET => (path == KV_PATH || key_path) && !stale,
+        Method::PUT | Method::DELETE => key_path,
         Method::POST => path == "/v1/cluster/learners" || path == "/v1/cluster/membership",
         _ => false,
     }
@@ -39,13 +45,13 @@ pub(super) async fn forward_to_leader(
         // This node leads, or no leader is known: the handler answers (or says there is no leader).
         return next.run(request).await;
     };
-    if request.headers().contains_key(FORWARDED_HEADER) {
+    if request.headers().contains_key(FORWARDED_BY_HEADER) {
         return not_leader(Some((leader, addr))).into_response();
     }
     if app.node.partition.is_blocked(leader) {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "partitioned",
+            ErrorCode::Partitioned.as_str(),
             format!("the leader (node {leader}) is on the other side of a partition"),
         )
         .with_retry_after(1)
@@ -57,7 +63,7 @@ pub(super) async fn forward_to_leader(
         Err(error) if error.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect) => {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "leader_unreachable",
+                ErrorCode::LeaderUnreachable.as_str(),
                 format!("cannot connect to the leader (node {leader} at {addr}): {error}"),
             )
             .with_retry_after(1)
@@ -66,7 +72,7 @@ pub(super) async fn forward_to_leader(
         // Sent, but no answer came back: the leader may have applied it.
         Err(error) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "forward_interrupted",
+            ErrorCode::ForwardInterrupted.as_str(),
             format!("the leader (node {leader} at {addr}) did not answer the forwarded request; it may have been applied: {error}"),
         )
         .with_retry_after(1)
@@ -86,7 +92,7 @@ async fn forward(
     let mut outgoing = app
         .client
         .request(parts.method.clone(), format!("http://{addr}{path}"))
-        .header(FORWARDED_HEADER, app.node.id)
+        .header(FORWARDED_BY_HEADER, app.node.id)
         .body(body);
     for name in [header::CONTENT_TYPE, header::AUTHORIZATION] {
         if let Some(value) = parts.headers.get(&name) {
@@ -119,9 +125,13 @@ pub(super) fn not_leader(leader: Option<(NodeId, String)>) -> ApiError {
         Some((id, _)) => format!("node {id} leads; ask it"),
         None => "no leader is known (an election may be under way)".to_owned(),
     };
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", message)
-        .with_details(details)
-        .with_retry_after(1)
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::NotLeader.as_str(),
+        message,
+    )
+    .with_details(details)
+    .with_retry_after(1)
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The client API: `PUT|GET|DELETE /v1/kv/{key}`, `GET /v1/kv?prefix=`, `GET /v1/watch` (Server-Sent Events).
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -9,17 +8,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use distlab_config_client::wire::{
+    Consistency, DeleteParams, ErrorCode, KeyEntry, KeyError, KeyList, KeyValue,
+    LAST_EVENT_ID_HEADER, ListParams, MAX_WATCH_REVISION, PutRequest, REVISION_HEADER, ReadParams,
+    WATCH_KEEP_ALIVE, WatchEventKind, WatchParams, Written, check_key as check_key_rules,
+};
 use distlab_platform::{ApiError, ErrorBody, FieldError, Json, Path, Query};
 use futures::Stream;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::OpenApi;
 
 use crate::kv::{Command, Compacted, Outcome, Revision};
 use crate::raft::Node;
 
-use super::{AppState, BODY_LIMIT, MAX_KEY_CHARS, MAX_VALUE_BYTES, REVISION_HEADER};
+use super::{AppState, BODY_LIMIT, MAX_KEY_CHARS, MAX_VALUE_BYTES};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -37,104 +40,10 @@ pub(super) fn routes() -> Router<AppState> {
 )]
 pub(super) struct ApiDoc;
 
-/// Body of `PUT /v1/kv/{key}`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct PutRequest {
-    /// Any JSON value except `null` and `""`.
-    #[schema(value_type = Object)]
-    value: Option<Value>,
-    /// Compare-and-set: apply only if the key's current revision is this (0 = the key must not exist).
-    #[schema(value_type = Option<u64>)]
-    prev_revision: Option<Revision>,
-}
-
-/// Answer to a write.
-#[derive(Debug, Serialize, ToSchema)]
-struct Written {
-    key: String,
-    /// The revision of the change.
-    revision: Revision,
-}
-
-/// A key's value.
-#[derive(Debug, Serialize, ToSchema)]
-struct KeyValue {
-    key: String,
-    /// Any JSON value but `null` and `""`.
-    value: Value,
-    revision: Revision,
-}
-
-/// `GET /v1/kv?prefix=`.
-#[derive(Debug, Serialize, ToSchema)]
-struct KeyList {
-    keys: Vec<KeyEntry>,
-    /// The store revision on the node that answered.
-    revision: Revision,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct KeyEntry {
-    key: String,
-    revision: Revision,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum Consistency {
-    /// Served by the leader after it confirmed its leadership with a majority (ReadIndex).
-    #[default]
-    Linearizable,
-    /// Served from this node's state machine, which may lag; the revision says how far.
-    Stale,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct ReadParams {
-    #[serde(default)]
-    consistency: Consistency,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct ListParams {
-    #[serde(default)]
-    #[param(max_length = 512)]
-    prefix: String,
-    #[serde(default)]
-    consistency: Consistency,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct DeleteParams {
-    /// Delete only if the key's current revision is this.
-    #[param(value_type = Option<u64>)]
-    prev_revision: Option<Revision>,
-}
+// The bodies and queries are the wire contract, declared in `distlab_config_client::wire`.
 
 fn check_key(key: &str, field: &str) -> Result<(), FieldError> {
-    if key.is_empty() {
-        return Err(FieldError::new(field, "must not be empty"));
-    }
-    if key.chars().count() > MAX_KEY_CHARS {
-        return Err(FieldError::new(
-            field,
-            format!("must be at most {MAX_KEY_CHARS} characters"),
-        ));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(FieldError::new(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(())
+    check_key_rules(key).map_err(|error| FieldError::new(field, error.to_string()))
 }
 
 pub(super) fn validate(errors: Vec<FieldError>) -> Result<(), ApiError> {
@@ -148,7 +57,7 @@ pub(super) fn validate(errors: Vec<FieldError>) -> Result<(), ApiError> {
 async fn empty_key() -> ApiError {
     ApiError::validation(
         "the request is not valid",
-        &[FieldError::new("key", "must not be empty")],
+        &[FieldError::new("key", KeyError::Empty.to_string())],
     )
 }
 
@@ -214,7 +123,7 @@ async fn write(
 fn revision_mismatch(key: &str, expected: Option<Revision>, current: Revision) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
-        "revision_mismatch",
+        ErrorCode::RevisionMismatch.as_str(),
         format!(
             "`{key}` is at revision {current}, not {}",
             expected.unwrap_or_default()
@@ -260,7 +169,7 @@ async fn read(
     let Some(found) = found else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "key_not_found",
+            ErrorCode::KeyNotFound.as_str(),
             format!("no key `{key}`"),
         )
         .with_details(json!({"revision": revision})));
@@ -304,7 +213,7 @@ async fn remove(
         Outcome::Deleted { revision } => Ok(Json(Written { key, revision })),
         Outcome::NotFound => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "key_not_found",
+            ErrorCode::KeyNotFound.as_str(),
             format!("no key `{key}`"),
         )),
         Outcome::RevisionMismatch { current } => {
@@ -340,24 +249,6 @@ async fn list(
     Ok(with_revision(revision, Json(KeyList { keys, revision })))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct WatchParams {
-    /// Only keys starting with this.
-    #[serde(default)]
-    #[param(max_length = 512)]
-    prefix: String,
-    /// Deliver every change after this revision; without it, only changes from now on. A reconnecting
-    /// client passes the last revision it received (or sends `Last-Event-ID`).
-    #[param(value_type = Option<u64>, maximum = 9007199254740991_u64)]
-    from_revision: Option<Revision>,
-}
-
-/// Largest `from_revision` accepted (2^53 − 1, the largest integer every JSON client reads exactly); far
-/// beyond any revision a store reaches.
-const MAX_WATCH_REVISION: Revision = (1 << 53) - 1;
-
 /// Streams changes under a prefix as Server-Sent Events, in revision order, without gaps.
 ///
 /// Each event is `id: <revision>`, `event: put|delete`, `data: {"revision","key","value"?}`. When the node's
@@ -383,7 +274,7 @@ async fn watch(
         )])?;
     }
     let last_event_id = headers
-        .get("last-event-id")
+        .get(LAST_EVENT_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<Revision>().ok());
     // Subscribe before reading the history: a change applied in between then wakes the stream once more,
@@ -408,16 +299,13 @@ async fn watch(
         changes,
         shutdown: app.shutdown.clone(),
     };
-    Ok(
-        Sse::new(stream.into_stream())
-            .keep_alive(KeepAlive::new().interval(Duration::from_secs(5))),
-    )
+    Ok(Sse::new(stream.into_stream()).keep_alive(KeepAlive::new().interval(WATCH_KEEP_ALIVE)))
 }
 
 fn compacted_error(after: Revision, compacted: Revision) -> ApiError {
     ApiError::new(
         StatusCode::GONE,
-        "compacted",
+        ErrorCode::Compacted.as_str(),
         format!("changes after revision {after} are no longer kept here (compacted up to {compacted}); read the current values and watch from there"),
     )
     .with_details(json!({"from_revision": after, "compacted_revision": compacted}))
@@ -457,21 +345,20 @@ impl WatchStream {
                         Err(Compacted { compacted }) => {
                             let body = compacted_error(after, compacted).body();
                             let data = serde_json::to_string(&body).unwrap_or_default();
-                            pending.push_back(Event::default().event("compacted").data(data));
+                            pending.push_back(
+                                Event::default()
+                                    .event(WatchEventKind::Compacted.as_str())
+                                    .data(data),
+                            );
                             ended = true;
                         }
                         Ok((changes, revision)) => {
                             for change in &changes {
-                                let kind = if change.value.is_some() {
-                                    "put"
-                                } else {
-                                    "delete"
-                                };
                                 let data = serde_json::to_string(&**change).unwrap_or_default();
                                 pending.push_back(
                                     Event::default()
                                         .id(change.revision.to_string())
-                                        .event(kind)
+                                        .event(change.kind().as_str())
                                         .data(data),
                                 );
                             }

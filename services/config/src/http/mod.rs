@@ -10,6 +10,9 @@
 //! leader it knows and relays the answer (header `x-distlab-forwarded-to`), so a client may talk to any
 //! node; a request that was already forwarded once is not forwarded again (503 `not_leader` instead).
 //! Forwarding crosses the network like Raft's own messages, so a partition cuts it too.
+//!
+//! The wire contract of the client API — paths, headers, bodies, watch events, error codes, limits — is
+//! declared in `distlab_config_client::wire`, which the clients of the service link too.
 
 mod forward;
 mod kv;
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware::{self};
+use distlab_config_client::wire::ErrorCode;
 use distlab_platform::{ApiError, ErrorBody};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -31,20 +35,12 @@ use utoipa::OpenApi;
 
 use crate::raft::{Node, NodeError, NodeId};
 
-/// Longest key, in characters (Unicode scalar values).
-pub const MAX_KEY_CHARS: usize = 512;
-/// Largest value, in bytes of JSON.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+pub use distlab_config_client::wire::{MAX_KEY_CHARS, MAX_VALUE_BYTES};
+
 /// Largest client request body (a value plus its envelope).
 pub const BODY_LIMIT: usize = MAX_VALUE_BYTES + 4 * 1024;
 /// Largest Raft RPC body (a batch of entries or a snapshot chunk).
 const RAFT_BODY_LIMIT: usize = 64 * 1024 * 1024;
-/// Set on a request a follower forwarded to the leader.
-const FORWARDED_HEADER: &str = "x-distlab-forwarded-by";
-/// Set on a response the leader gave to a forwarded request.
-const FORWARDED_TO_HEADER: &str = "x-distlab-forwarded-to";
-/// The store revision on the node that answered a read: watch from it to miss nothing after the read.
-const REVISION_HEADER: &str = "x-distlab-revision";
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -98,30 +94,30 @@ impl From<NodeError> for ApiError {
             NodeError::NotLeader { leader } => not_leader(leader),
             NodeError::NoQuorum(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no_quorum",
+                ErrorCode::NoQuorum.as_str(),
                 format!("{error}: this node may be on the minority side of a partition"),
             )
             .with_retry_after(1),
             NodeError::CommitTimeout(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "commit_timeout",
+                ErrorCode::CommitTimeout.as_str(),
                 error.to_string(),
             )
             .with_retry_after(1),
             NodeError::CommitUnknown(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "commit_unknown",
+                ErrorCode::CommitUnknown.as_str(),
                 error.to_string(),
             )
             .with_retry_after(1),
             NodeError::MembershipRefused(_) => ApiError::new(
                 StatusCode::CONFLICT,
-                "membership_change_refused",
+                ErrorCode::MembershipChangeRefused.as_str(),
                 error.to_string(),
             ),
             NodeError::Stopped(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "node_stopped",
+                ErrorCode::NodeStopped.as_str(),
                 error.to_string(),
             ),
         }

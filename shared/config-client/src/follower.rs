@@ -1,30 +1,41 @@
-//! [`Follower`]: keeps a [`DefaultMode`] equal to the config service's value of its key — reads it from
+//! [`Follower`]: keeps a [`FollowedKey`] equal to the config service's value of its key — reads it from
 //! any node, watches it, moves to the next node when one stops answering and resumes without a gap.
+//!
+//! It reads the key (`GET /v1/kv/{key}?consistency=stale`, which any node answers, even one cut off from
+//! the majority), then watches it from the store revision that node had applied (`GET /v1/watch`,
+//! Server-Sent Events, parsed by [`SseParser`]). When the node stops answering — refused, an error status,
+//! the stream ending, or not one byte for [`IDLE_TIMEOUT`] although nodes send a keep-alive every 5 s — it
+//! moves to the next node after a backoff and resumes the watch from the last revision it saw, so no
+//! change is missed; `410 compacted` (or an `event: compacted`) makes it read the key again.
+//!
+//! While no node answers, the last known value stays in force — availability over freshness — and the
+//! key's [`FollowStatus`](crate::FollowStatus) says so (`following: false`, `stale_since`, `last_error`).
+//! A node on the minority side of a partition still answers stale reads and keeps its watch open, but sees
+//! no new change: the value it gives is the last one it knew, which is the same promise.
 
 use std::time::Duration;
 
-use distlab_messaging::backoff::Backoff;
-use serde::Deserialize;
+use distlab_platform::backoff::Backoff;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::sse::{SseEvent, SseParser};
-use super::{DefaultMode, Revision};
+use crate::client::{
+    BuildError, CONNECT_TIMEOUT, KeyUrlError, error_chain, key_url, quote, store_revision,
+};
+use crate::followed::FollowedKey;
+use crate::sse::{SseEvent, SseParser};
+use crate::wire::{
+    Consistency, ErrorCode, KeyError, KeyValue, ReadParams, Revision, WATCH_PATH, WatchEvent,
+    WatchEventKind, WatchParams,
+};
 
 /// A node that sends nothing — not even its keep-alive, every 5 s — for this long is given up.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long connecting to a node may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long reading the key, or the headers of the watch, may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Delay before trying the next node after a failure: 200 ms, doubling, at most 5 s.
 pub const RECONNECT_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-/// Most bytes of an error body quoted in `last_error`.
-const MAX_QUOTED_BODY: usize = 300;
-
-/// The store revision of the node that answered a read: watching from it misses nothing after the read.
-const REVISION_HEADER: &str = "x-distlab-revision";
 
 /// Why following a node stopped.
 #[derive(Debug, thiserror::Error)]
@@ -47,27 +58,12 @@ pub enum FollowError {
     Idle { node: String, after: Duration },
     #[error("{node} answers `compacted` even to a watch from its own store revision")]
     Compacted { node: String },
-}
-
-/// A request error with its causes ("error sending request …: tcp connect error: Connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// `data` of a watch event.
-#[derive(Debug, Deserialize)]
-struct WatchData {
-    revision: Revision,
-    key: String,
-    #[serde(default)]
-    value: Option<Value>,
+    #[error("the key {key:?} cannot be followed: it {error}")]
+    InvalidKey {
+        key: String,
+        #[source]
+        error: KeyError,
+    },
 }
 
 /// What a watch event means to the follower of `key`.
@@ -86,20 +82,21 @@ enum Change {
 }
 
 fn interpret(event: &SseEvent, key: &str) -> Change {
-    let kind = event.event.as_str();
-    match kind {
-        "compacted" => return Change::Compacted,
-        "put" | "delete" => {}
-        other => return Change::Ignored(format!("event type `{other}`")),
-    }
-    let data: WatchData = match serde_json::from_str(&event.data) {
+    let kind = match WatchEventKind::parse(&event.event) {
+        Some(WatchEventKind::Compacted) => return Change::Compacted,
+        Some(kind) => kind,
+        None => return Change::Ignored(format!("event type `{}`", event.event)),
+    };
+    let data: WatchEvent = match serde_json::from_str(&event.data) {
         Ok(data) => data,
-        Err(error) => return Change::Ignored(format!("unreadable {kind} event: {error}")),
+        Err(error) => {
+            return Change::Ignored(format!("unreadable {} event: {error}", kind.as_str()));
+        }
     };
     let revision = data.revision;
     if data.key != key {
         Change::Elsewhere { revision }
-    } else if kind == "put" {
+    } else if kind == WatchEventKind::Put {
         Change::Put {
             revision,
             value: data.value.unwrap_or(Value::Null),
@@ -107,13 +104,6 @@ fn interpret(event: &SseEvent, key: &str) -> Change {
     } else {
         Change::Delete { revision }
     }
-}
-
-/// Body of `GET /v1/kv/{key}`.
-#[derive(Debug, Deserialize)]
-struct KeyValue {
-    value: Value,
-    revision: Revision,
 }
 
 /// How a watch ended.
@@ -131,25 +121,39 @@ struct Timing {
     backoff: Backoff,
 }
 
-/// Keeps a [`DefaultMode`] equal to the config service's value of its key; see the module documentation.
+/// Keeps a [`FollowedKey`] equal to the config service's value of its key; see the module documentation.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), distlab_config_client::BuildError> {
+/// use distlab_config_client::{FollowedKey, Follower};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let nodes = vec!["http://127.0.0.1:8091".to_owned(), "http://127.0.0.1:8092".to_owned()];
+/// let limits = FollowedKey::new("distlab/limits");
+/// let follower = Follower::new(limits.clone(), nodes)?;
+/// let shutdown = CancellationToken::new();
+/// tokio::spawn(follower.run(shutdown.clone()));
+/// // Anywhere, at any time, without waiting on the network:
+/// let max_items = limits.value().and_then(|v| v["max_items"].as_u64());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
-pub struct Follower {
-    mode: DefaultMode,
-    key: String,
+pub struct Follower<T = Value> {
+    followed: FollowedKey<T>,
     nodes: Vec<String>,
     http: reqwest::Client,
     timing: Timing,
 }
 
-impl Follower {
-    /// Follows `key` on `nodes` (base URLs, tried in turn) into `mode`.
-    pub fn new(mode: DefaultMode, key: &str, nodes: Vec<String>) -> Result<Self, reqwest::Error> {
+impl<T: Send + Sync + 'static> Follower<T> {
+    /// Follows `followed`'s key on `nodes` (base URLs, tried in turn, e.g. `http://127.0.0.1:8091`). With
+    /// no node at all, [`Follower::run`] only waits for its shutdown.
+    pub fn new(followed: FollowedKey<T>, nodes: Vec<String>) -> Result<Self, BuildError> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()?;
         Ok(Self {
-            mode,
-            key: key.to_owned(),
+            followed,
             nodes,
             http,
             timing: Timing {
@@ -157,6 +161,11 @@ impl Follower {
                 backoff: RECONNECT_BACKOFF,
             },
         })
+    }
+
+    /// The handle this follower keeps up to date (clone it for the readers).
+    pub fn followed(&self) -> &FollowedKey<T> {
+        &self.followed
     }
 
     /// Follows until `shutdown` is cancelled (a background task of the service).
@@ -170,7 +179,7 @@ impl Follower {
                 error = self.follow(node, &mut cursor, &mut connected) => error,
                 () = shutdown.cancelled() => return,
             };
-            self.mode.lost(node, &error);
+            self.followed.lost(node, &error);
             failures = if connected { 1 } else { failures + 1 };
             tokio::select! {
                 () = tokio::time::sleep(self.timing.backoff.delay(failures)) => {}
@@ -216,19 +225,28 @@ impl Follower {
     /// Reads the key (a stale read: any node answers) and applies it; returns the node's store revision,
     /// which the watch starts after.
     async fn read(&self, node: &str) -> Result<Revision, FollowError> {
+        let key = self.followed.key();
+        let url = key_url(node, key).map_err(|error| match error {
+            KeyUrlError::Key(error) => FollowError::InvalidKey {
+                key: key.to_owned(),
+                error,
+            },
+            KeyUrlError::Node(reason) => FollowError::Unreachable {
+                node: node.to_owned(),
+                reason,
+            },
+        })?;
         let response = self
             .http
-            .get(format!("{node}/v1/kv/{}", self.key))
-            .query(&[("consistency", "stale")])
+            .get(url)
+            .query(&ReadParams {
+                consistency: Consistency::Stale,
+            })
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .map_err(|error| request_error(node, &error))?;
-        let applied = response
-            .headers()
-            .get(REVISION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<Revision>().ok());
+        let applied = store_revision(&response);
         let status = response.status();
         let unreadable = |error: reqwest::Error| FollowError::Unreadable {
             node: node.to_owned(),
@@ -236,18 +254,18 @@ impl Follower {
         };
         if status == reqwest::StatusCode::OK {
             let found: KeyValue = response.json().await.map_err(unreadable)?;
-            self.mode.apply_value(found.revision, &found.value);
+            self.followed.apply_value(found.revision, &found.value);
             Ok(applied.unwrap_or(found.revision))
         } else if status == reqwest::StatusCode::NOT_FOUND {
             let body: Value = response.json().await.map_err(unreadable)?;
-            if body["error"]["code"] != "key_not_found" {
+            if body["error"]["code"] != ErrorCode::KeyNotFound.as_str() {
                 return Err(FollowError::Status {
                     node: node.to_owned(),
                     status: status.as_u16(),
                     body: quote(&body.to_string()),
                 });
             }
-            self.mode.apply_absent();
+            self.followed.apply_absent();
             let applied = applied.or(body["error"]["details"]["revision"].as_u64());
             Ok(applied.unwrap_or(0))
         } else {
@@ -263,13 +281,14 @@ impl Follower {
         cursor: &mut Option<Revision>,
         connected: &mut bool,
     ) -> WatchEnd {
+        let key = self.followed.key();
         let request = self
             .http
-            .get(format!("{node}/v1/watch"))
-            .query(&[
-                ("prefix", self.key.as_str()),
-                ("from_revision", &from.to_string()),
-            ])
+            .get(format!("{node}{WATCH_PATH}"))
+            .query(&WatchParams {
+                prefix: key.to_owned(),
+                from_revision: Some(from),
+            })
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .send();
         let mut response = match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
@@ -288,7 +307,7 @@ impl Follower {
             _ => return WatchEnd::Failed(status_error(node, response).await),
         }
         *connected = true;
-        self.mode.connected(node);
+        self.followed.connected(node);
         let mut parser = SseParser::default();
         loop {
             let chunk = match tokio::time::timeout(self.timing.idle, response.chunk()).await {
@@ -316,13 +335,13 @@ impl Follower {
                 }
             };
             for event in events {
-                let revision = match interpret(&event, &self.key) {
+                let revision = match interpret(&event, key) {
                     Change::Put { revision, value } => {
-                        self.mode.apply_value(revision, &value);
+                        self.followed.apply_value(revision, &value);
                         revision
                     }
                     Change::Delete { revision } => {
-                        self.mode.apply_absent();
+                        self.followed.apply_absent();
                         revision
                     }
                     Change::Elsewhere { revision } => revision,
@@ -335,6 +354,14 @@ impl Follower {
                 *cursor = Some(cursor.map_or(revision, |c| c.max(revision)));
             }
         }
+    }
+}
+
+impl Follower<String> {
+    /// Follows the switch `name` (the key [`switch_key`](crate::switch_key)`(name)`) on `nodes`; its values are JSON strings
+    /// (see [`crate::switches`]). Read it through [`Follower::followed`].
+    pub fn switch(nodes: Vec<String>, name: &str) -> Result<Self, BuildError> {
+        Self::new(FollowedKey::switch(name), nodes)
     }
 }
 
@@ -365,15 +392,6 @@ async fn status_error(node: &str, response: reqwest::Response) -> FollowError {
     }
 }
 
-/// At most [`MAX_QUOTED_BODY`] bytes of `text`, cut at a character boundary.
-fn quote(text: &str) -> String {
-    let mut end = text.len().min(MAX_QUOTED_BODY);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -385,10 +403,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::orders::Mode;
-    use crate::runtime_config::{Source, State};
+    use crate::followed::{KeyState, Latest, Versioned};
+    use crate::wire::REVISION_HEADER;
 
     const KEY: &str = "distlab/order/default_mode";
+
+    /// The order service's default mode: only the JSON strings "outbox" and "2pc".
+    fn mode_key() -> FollowedKey<String> {
+        FollowedKey::parsed(KEY, |value: &Value| match value {
+            Value::String(text) if text == "outbox" || text == "2pc" => Ok(text.clone()),
+            other => Err(format!("{other} is not a mode")),
+        })
+    }
 
     fn event(id: &str, kind: &str, data: &str) -> SseEvent {
         SseEvent {
@@ -505,13 +531,17 @@ mod tests {
         format!("http://127.0.0.1:{port}")
     }
 
-    async fn wait_for(mode: &DefaultMode, what: &str, check: impl FnMut(&State) -> bool) {
-        let mut changes = mode.changes();
+    async fn wait_for(
+        key: &FollowedKey<String>,
+        what: &str,
+        check: impl FnMut(&KeyState<String>) -> bool,
+    ) {
+        let mut changes = key.subscribe();
         let waited = tokio::time::timeout(Duration::from_secs(10), changes.wait_for(check)).await;
         assert!(
             waited.is_ok_and(|r| r.is_ok()),
             "timed out waiting for {what}: {}",
-            mode.detail()
+            key.detail()
         );
     }
 
@@ -530,8 +560,8 @@ mod tests {
     #[tokio::test]
     async fn the_follower_reads_watches_resumes_after_failures_and_rereads_after_compaction() {
         let (node, mut watched) = fake_node().await;
-        let mode = DefaultMode::following(Mode::Outbox, KEY);
-        let mut follower = Follower::new(mode.clone(), KEY, vec![dead_node(), node]).unwrap();
+        let mode = mode_key();
+        let mut follower = Follower::new(mode.clone(), vec![dead_node(), node]).unwrap();
         follower.timing = Timing {
             idle: Duration::from_secs(1),
             backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
@@ -543,16 +573,19 @@ mod tests {
         let (from, stream) = next_watch(&mut watched).await;
         assert_eq!(from.as_deref(), Some("7"));
         wait_for(&mode, "2pc from the read", |s| {
-            s.following && s.mode == Mode::TwoPhaseCommit
+            s.status.following && s.latest.value().is_some_and(|v| v == "2pc")
         })
         .await;
-        assert_eq!(mode.source(), Source::ConfigService { revision: 5 });
+        assert_eq!(mode.latest().revision(), Some(5));
 
         // A change of the key applies; a keep-alive and another key under the prefix change nothing.
         stream.send(put(8, KEY, "outbox")).unwrap();
         stream.send(": keep-alive\n\n".into()).unwrap();
         stream.send(put(9, &format!("{KEY}_other"), "2pc")).unwrap();
-        wait_for(&mode, "outbox from the watch", |s| s.mode == Mode::Outbox).await;
+        wait_for(&mode, "outbox from the watch", |s| {
+            s.latest.value().is_some_and(|v| v == "outbox")
+        })
+        .await;
 
         // The stream ends: the value stays, and the watch resumes after the last revision seen, unread.
         drop(stream);
@@ -562,18 +595,24 @@ mod tests {
             Some("9"),
             "resumes after the last revision"
         );
-        assert_eq!(mode.current(), Mode::Outbox);
-        assert_eq!(mode.source(), Source::ConfigService { revision: 8 });
+        assert_eq!(
+            mode.latest(),
+            Latest::Present(Versioned {
+                value: "outbox".to_owned(),
+                revision: 8
+            })
+        );
 
         // A silent stream is given up.
         wait_for(&mode, "an idle stream to be given up", |s| {
-            s.last_error
+            s.status
+                .last_error
                 .as_deref()
                 .is_some_and(|e| e.contains("keep-alive"))
         })
         .await;
         drop(stream);
-        assert_eq!(mode.current(), Mode::Outbox);
+        assert_eq!(mode.value().as_deref(), Some("outbox"));
 
         // Compacted: the key is read again (an older value than the one in force: ignored) and the watch
         // starts from the node's store revision.
@@ -588,7 +627,7 @@ mod tests {
             Some("7"),
             "watches from the re-read's store revision"
         );
-        assert_eq!(mode.current(), Mode::Outbox);
+        assert_eq!(mode.value().as_deref(), Some("outbox"));
 
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), running)

@@ -2,7 +2,8 @@
 //!
 //! The outbox keeps a row's attempt count in the database and computes its next attempt time from it, so the
 //! schedule must be a function of `attempts` alone (a retry crate's stateful iterator does not fit); the
-//! consumer uses the same schedule for retrying a batch.
+//! consumer uses the same schedule for retrying a batch, and the config follower (`distlab-config-client`)
+//! for moving to the next config node. `distlab_messaging::backoff` re-exports this module.
 
 use std::time::Duration;
 
