@@ -7,7 +7,7 @@
 //! directions: outgoing RPCs to them fail here as unreachable, and their RPCs are refused by
 //! [`crate::http`] (see the `x-distlab-raft-from` header).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -65,10 +65,12 @@ pub struct Network {
     me: NodeId,
     client: reqwest::Client,
     partition: Partition,
+    routes: Arc<BTreeMap<NodeId, String>>,
 }
 
 impl Network {
-    pub fn new(me: NodeId, partition: Partition) -> Self {
+    /// `routes` overrides the membership's address of some peers (`PEER_ROUTES`).
+    pub fn new(me: NodeId, partition: Partition, routes: Arc<BTreeMap<NodeId, String>>) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(200))
             .pool_max_idle_per_host(64)
@@ -79,6 +81,7 @@ impl Network {
             me,
             client,
             partition,
+            routes,
         }
     }
 }
@@ -90,7 +93,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             network: self.clone(),
             target,
-            base: format!("http://{}/raft", node.addr),
+            base: format!(
+                "http://{}/raft",
+                self.routes.get(&target).unwrap_or(&node.addr)
+            ),
         }
     }
 }

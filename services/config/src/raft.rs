@@ -19,6 +19,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use serde::Serialize;
@@ -150,6 +151,8 @@ pub struct Node {
     reads: mpsc::UnboundedSender<ReadWaiter>,
     writes: mpsc::UnboundedSender<WriteWaiter>,
     quorum_timeout: Duration,
+    /// `PEER_ROUTES`: how this node reaches some peers (RPCs and forwarded requests).
+    routes: Arc<BTreeMap<NodeId, String>>,
     /// A leader that has not heard from a majority for this long refuses writes at once (see
     /// [`Node::write`]).
     lease: Duration,
@@ -184,7 +187,8 @@ impl Node {
         let machine = StateMachine::open(&settings.data_dir, settings.watch_history)?;
         let state = machine.shared();
         let partition = Partition::default();
-        let network = Network::new(settings.node_id, partition.clone());
+        let routes = Arc::new(settings.peer_routes().context("PEER_ROUTES")?);
+        let network = Network::new(settings.node_id, partition.clone(), routes.clone());
         let raft = Raft::new(
             settings.node_id,
             Arc::new(config),
@@ -214,6 +218,7 @@ impl Node {
             reads,
             writes,
             quorum_timeout: settings.quorum_timeout(),
+            routes,
             lease: Duration::from_millis(settings.election_timeout_max_ms),
         })
     }
@@ -279,6 +284,15 @@ impl Node {
             .get_node(&leader)
             .map(|n| n.addr.clone())?;
         Some((leader, addr))
+    }
+
+    /// Where this node sends a request for node `id` whose membership address is `addr`: its route
+    /// (`PEER_ROUTES`), if it has one.
+    pub fn route_to(&self, id: NodeId, addr: &str) -> String {
+        self.routes
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| addr.to_owned())
     }
 
     /// The leader, when it is another node.

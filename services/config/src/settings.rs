@@ -34,6 +34,11 @@ pub struct Settings {
         default_value = "1=127.0.0.1:8091,2=127.0.0.1:8092,3=127.0.0.1:8093"
     )]
     pub initial_members: String,
+    /// How this node reaches some peers, when not at the address the membership gives them: `id=host:port,…`
+    /// (the local stack routes each node-to-node link through its chaos proxy, `config-1->config-2`, so a
+    /// partition can cut it). Peers not listed are reached at their membership address.
+    #[arg(long, env = "PEER_ROUTES", default_value = "")]
+    pub peer_routes: String,
     /// Bearer token for the management and admin endpoints (init, membership, partitions).
     #[arg(long, env = "ADMIN_TOKEN", default_value = "distlab-local-admin")]
     pub admin_token: String,
@@ -78,6 +83,14 @@ impl Settings {
 
     pub fn quorum_timeout(&self) -> Duration {
         Duration::from_millis(self.quorum_timeout_ms)
+    }
+
+    /// Parses `PEER_ROUTES` (empty: no routes).
+    pub fn peer_routes(&self) -> Result<BTreeMap<NodeId, String>, MembersError> {
+        if self.peer_routes.trim().is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        parse_members(&self.peer_routes)
     }
 
     /// Parses `INITIAL_MEMBERS`.

@@ -57,6 +57,8 @@ pub(super) async fn forward_to_leader(
         .with_retry_after(1)
         .into_response();
     }
+    // Through this node's route to the leader (PEER_ROUTES), if it has one.
+    let addr = app.node.route_to(leader, &addr);
     match forward(&app, leader, &addr, request).await {
         Ok(response) => response,
         // Not connected: the request certainly did not reach the leader.
