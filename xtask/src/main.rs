@@ -7,12 +7,15 @@
 //! - `test`: installs what is missing, starts the stack (or reuses a healthy one), runs the whole test suite
 //!   with cargo-nextest and stops what it started. This is what CI runs.
 //! - `bench <name>`: runs a benchmark and its baseline in the same run and prints both and their ratio.
+//! - `chaos list|partition|heal|latency|http-error|disable|enable|events|reset`: break and heal links of
+//!   the running stack through the chaos sidecar, without writing JSON.
 //! - `scenario flash-sale`: the lock service's 秒杀 scenario against the running stack.
 
 #![allow(clippy::print_stdout, unreachable_pub)]
 
 mod bench;
 mod chaos_bench;
+mod chaos_cli;
 mod config_bench;
 mod contracts;
 mod install;
@@ -47,7 +50,7 @@ enum Command {
     },
     /// Stop every part that `up` started.
     Down,
-    /// One row per part: port, pid, health.
+    /// One row per part: port, pid, health; then every link of the chaos sidecar and its faults.
     Status,
     /// Print the log of one part (see `status` for the names).
     Logs {
@@ -76,6 +79,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         which: bench::Which,
+    },
+    /// Break and heal links of the running stack through the chaos sidecar (see `chaos --help`).
+    Chaos {
+        #[command(subcommand)]
+        command: chaos_cli::ChaosCommand,
     },
     /// Run a scenario against the running stack and print what happened.
     Scenario {
@@ -111,6 +119,7 @@ fn main() -> ExitCode {
         } => test(&nextest_args),
         Command::Install => install::ensure_all(true),
         Command::Bench { which } => stack::Stack::discover().and_then(|s| bench::run(&s, which)),
+        Command::Chaos { command } => chaos_cli::run(command),
         Command::Scenario {
             which: Scenario::FlashSale(args),
         } => locks::flash_sale(args),

@@ -69,6 +69,16 @@ pub fn coordinator_url() -> String {
     env_or("DISTLAB_COORDINATOR_URL", "http://127.0.0.1:8083")
 }
 
+/// Base URL of the stack's chaos sidecar (admin API).
+pub fn chaos_url() -> String {
+    env_or("DISTLAB_CHAOS_URL", "http://127.0.0.1:8474")
+}
+
+/// Panics with a clear message unless the stack's chaos sidecar answers.
+pub fn require_chaos() {
+    assert_reachable(&[("chaos", host_port_owned(&chaos_url()))]);
+}
+
 /// Base URL of the stack's lock service.
 pub fn lock_url() -> String {
     env_or("DISTLAB_LOCK_URL", "http://127.0.0.1:8084")

@@ -18,12 +18,13 @@ use distlab_messaging::kafka;
 use crate::install::{self, run};
 
 mod config_cluster;
+pub mod links;
 mod parts;
 mod postgres;
 mod probe;
 
 use config_cluster::{init_config_cluster, raft_role};
-use parts::{CONFIG_BINARY, CONFIG_PACKAGE, Kind};
+use parts::{CHAOS_BINARY, CHAOS_PACKAGE, CONFIG_BINARY, CONFIG_PACKAGE, Kind};
 pub use parts::{PARTS, Part};
 use postgres::as_postgres;
 use probe::port_open;
@@ -108,6 +109,7 @@ impl Stack {
             Kind::ZooKeeper => "QuorumPeerMain",
             Kind::Service { binary, .. } => binary,
             Kind::ConfigNode { .. } => CONFIG_BINARY,
+            Kind::Chaos => CHAOS_BINARY,
         };
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         // Empty while a process is between fork and exec: too early to tell, so not a stranger.
@@ -124,7 +126,10 @@ impl Stack {
     /// PostgreSQL may be replaying its WAL, and a service may only wait for one of its dependencies: those
     /// are waited for, never killed.
     fn restart_when_stuck(&self, part: &Part) -> bool {
-        matches!(part.kind, Kind::Kafka | Kind::Redis | Kind::ZooKeeper)
+        matches!(
+            part.kind,
+            Kind::Kafka | Kind::Redis | Kind::ZooKeeper | Kind::Chaos
+        )
     }
 
     pub fn is_fully_healthy(&self) -> bool {
@@ -150,20 +155,28 @@ impl Stack {
         for dir in ["pids", "logs"] {
             fs::create_dir_all(self.state.join(dir))?;
         }
+        // The chaos sidecar carries every link, infrastructure-only stacks included.
+        println!(
+            "==> building the {} (release)",
+            if with_services {
+                "services"
+            } else {
+                "chaos sidecar"
+            }
+        );
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .current_dir(&self.root)
+            .args(["build", "--release", "--quiet", "-p", CHAOS_PACKAGE]);
         if with_services {
-            println!("==> building the services (release)");
-            let mut build = Command::new(env!("CARGO"));
-            build
-                .current_dir(&self.root)
-                .args(["build", "--release", "--quiet"]);
             for part in PARTS {
                 if let Kind::Service { package, .. } = part.kind {
                     build.args(["-p", package]);
                 }
             }
             build.args(["-p", CONFIG_PACKAGE]);
-            run(&mut build)?;
         }
+        run(&mut build)?;
         for part in PARTS.iter().filter(|p| with_services || !p.is_service()) {
             let was_running = self.pid(part).is_some();
             let result = self.up_part(part);
@@ -269,7 +282,11 @@ impl Stack {
             // this stack spawns itself have theirs from the start.
             let spawned = matches!(
                 part.kind,
-                Kind::Kafka | Kind::ZooKeeper | Kind::Service { .. } | Kind::ConfigNode { .. }
+                Kind::Kafka
+                    | Kind::ZooKeeper
+                    | Kind::Service { .. }
+                    | Kind::ConfigNode { .. }
+                    | Kind::Chaos
             );
             if spawned && self.pid(part).is_none() {
                 bail!(
@@ -325,13 +342,15 @@ impl Stack {
                 // A new database is a new broker, and says so with a new cluster id.
                 let cluster_id = distlab_testkit::tansu_cluster_id(&dir)?;
                 let listener = format!("tcp://127.0.0.1:{}", part.port);
+                // Clients are told to reach the broker through its chaos proxy (see `links`).
+                let advertised = format!("tcp://{}", links::address("clients->kafka"));
                 let mut command = Command::new(tansu);
                 command.current_dir(&self.state).args([
                     "broker",
                     "--listener-url",
                     &listener,
                     "--advertised-listener-url",
-                    &listener,
+                    &advertised,
                     "--storage-engine",
                     "sqlite://kafka/tansu.db",
                     "--cluster-id",
@@ -401,11 +420,24 @@ impl Stack {
                     .env(
                         "INITIAL_MEMBERS",
                         "1=127.0.0.1:8091,2=127.0.0.1:8092,3=127.0.0.1:8093",
-                    );
+                    )
+                    .env("PEER_ROUTES", links::config_peer_routes(id));
                 self.spawn(part, &mut command)
             }
             Kind::Service { binary, .. } => {
                 let mut command = self.service_command(binary)?;
+                command.envs(links::service_env(binary));
+                self.spawn(part, &mut command)
+            }
+            Kind::Chaos => {
+                let dir = self.state.join("chaos");
+                fs::create_dir_all(&dir)?;
+                let file = dir.join("proxies.json");
+                fs::write(&file, serde_json::to_string_pretty(&links::proxies_json())?)?;
+                let mut command = self.service_command(CHAOS_BINARY)?;
+                command
+                    .env("LISTEN_ADDR", format!("127.0.0.1:{}", part.port))
+                    .env("CHAOS_PROXIES_FILE", &file);
                 self.spawn(part, &mut command)
             }
         }
@@ -513,6 +545,7 @@ impl Stack {
                 part.name, part.port, pid
             );
         }
+        crate::chaos_cli::print_links_if_running();
         Ok(())
     }
 

@@ -2,6 +2,8 @@
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// The chaos sidecar: started first, with a proxy for every link (see `links`).
+    Chaos,
     Postgres {
         databases: &'static [&'static str],
     },
@@ -17,6 +19,10 @@ pub(crate) enum Kind {
         id: u64,
     },
 }
+
+/// The chaos sidecar's binary and package.
+pub(super) const CHAOS_BINARY: &str = "distlab-chaos";
+pub(super) const CHAOS_PACKAGE: &str = "chaos";
 
 /// The config service's binary and package.
 pub(super) const CONFIG_BINARY: &str = "distlab-config";
@@ -38,6 +44,7 @@ impl Part {
         match self.kind {
             Kind::Service { binary, .. } => Some(binary),
             Kind::ConfigNode { .. } => Some(CONFIG_BINARY),
+            Kind::Chaos => Some(CHAOS_BINARY),
             _ => None,
         }
     }
@@ -45,6 +52,11 @@ impl Part {
 
 /// Every part, in start order (stopped in reverse).
 pub const PARTS: &[Part] = &[
+    Part {
+        name: "chaos",
+        port: super::links::CHAOS_PORT,
+        kind: Kind::Chaos,
+    },
     Part {
         name: "orders-db",
         port: 15432,

@@ -54,7 +54,7 @@ impl Stack {
                 .map(drop)
                 .context("a produce and fetch round trip failed")
             }
-            Kind::Service { .. } => {
+            Kind::Service { .. } | Kind::Chaos => {
                 let (status, body) =
                     http_get(part.port, "/readyz").context("/readyz: no answer")?;
                 anyhow::ensure!(status == 200, "/readyz answered {status}: {body}");
