@@ -306,3 +306,70 @@ async fn a_killed_sidecar_comes_back_with_every_link_and_no_fault() {
     let sku = seed(&http, 5).await;
     confirmed_order(&http, &sku).await;
 }
+
+#[tokio::test]
+async fn a_switch_set_on_the_sidecar_is_stored_in_the_config_service_and_followed() {
+    require_stack(true);
+    require_chaos();
+    let http = http();
+    let chaos = chaos_url();
+    let nodes: Vec<String> = (8091..=8093)
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let follower = distlab_config_client::Follower::switch(nodes.clone(), "cap_mode").unwrap();
+    let followed = follower.followed().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(follower.run(stop.clone()));
+
+    for value in ["AP", "CP"] {
+        let set = http
+            .put(format!("{chaos}/switches/cap_mode"))
+            .json(&json!({"value": value.to_lowercase()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 200);
+        let set: Value = set.json().await.unwrap();
+        assert_eq!(set["value"], value, "stored as spelled in the table");
+        // In the Raft config service, under the documented key…
+        let stored = get_json(
+            &http,
+            "http://127.0.0.1:8092/v1/kv/distlab/switches/cap_mode",
+        )
+        .await;
+        assert_eq!(stored["value"], value);
+        assert_eq!(stored["revision"], set["revision"]);
+        // …followed by a replica of any service…
+        eventually(
+            "the follower to see the switch",
+            Duration::from_secs(10),
+            || async { (followed.value().as_deref() == Some(value)).then_some(()) },
+        )
+        .await;
+        // …and read back by the sidecar.
+        assert_eq!(
+            get_json(&http, &format!("{chaos}/switches/cap_mode")).await["value"],
+            value
+        );
+    }
+    stop.cancel();
+
+    let bad = http
+        .put(format!("{chaos}/switches/cap_mode"))
+        .json(&json!({"value": "BASE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let unknown = http
+        .put(format!("{chaos}/switches/warp_drive"))
+        .json(&json!({"value": "on"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        get_json(&http, &format!("{chaos}/switches/cap_mode")).await["value"],
+        "CP"
+    );
+}

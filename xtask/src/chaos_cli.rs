@@ -155,10 +155,15 @@ pub fn run(command: ChaosCommand) -> anyhow::Result<()> {
                 "/partitions",
                 json!({"name": name, "sides": [side(&side_a), side(&side_b)], "mode": mode}),
             )?;
-            println!(
-                "partition {name} ({mode}) cuts: {}",
-                list_of(&made["links"])
-            );
+            let cut = list_of(&made["links"]);
+            if cut.is_empty() {
+                println!(
+                    "partition {name} ({mode}) made, but no link joins the two sides (it will cut links created later); \
+                     `cargo xtask chaos list` shows which parts talk to which"
+                );
+            } else {
+                println!("partition {name} ({mode}) cuts: {cut}");
+            }
             Ok(())
         }
         ChaosCommand::Heal { name } => {
@@ -249,15 +254,15 @@ pub fn run(command: ChaosCommand) -> anyhow::Result<()> {
             for e in events["events"].as_array().into_iter().flatten() {
                 println!(
                     "{:<5} {:<26} {:<26} {:>6} {:>6}  {} – {}",
-                    e["id"],
+                    e["id"].as_u64().unwrap_or(0),
                     e["link"].as_str().unwrap_or(""),
                     format!(
                         "{} {}",
                         e["fault"]["type"].as_str().unwrap_or(""),
                         e["fault"]["name"].as_str().unwrap_or("")
                     ),
-                    e["connections"],
-                    e["requests"],
+                    e["connections"].as_u64().unwrap_or(0),
+                    e["requests"].as_u64().unwrap_or(0),
                     e["started_at"].as_str().unwrap_or(""),
                     e["ended_at"].as_str().unwrap_or("now"),
                 );

@@ -44,7 +44,7 @@ pub async fn serve(
                 return;
             }
         };
-    let driver = tokio::spawn(upstream_connection);
+    let mut upstream_connection = tokio::spawn(upstream_connection);
     let relay = Arc::new(Relay {
         link,
         faults,
@@ -57,12 +57,21 @@ pub async fn serve(
     });
     let served = hyper::server::conn::http1::Builder::new()
         .pipeline_flush(true)
-        .serve_connection(TokioIo::new(client), service)
-        .await;
-    if let Err(error) = served {
+        .serve_connection(TokioIo::new(client), service);
+    tokio::pin!(served);
+    let ended = tokio::select! {
+        ended = served.as_mut() => ended,
+        // The server closed its side (an idle time-out, a restart): close the client's after the request
+        // in flight, as a byte proxy would pass the close on.
+        _ = &mut upstream_connection => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(error) = ended {
         tracing::debug!(connection, %error, "HTTP relay ended");
     }
-    driver.abort();
+    upstream_connection.abort();
 }
 
 #[derive(Debug)]
