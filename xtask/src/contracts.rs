@@ -8,6 +8,8 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use crate::install::{self, SCHEMATHESIS};
 
 /// The services whose documents are checked, and their ports in the local stack (config: node 1).
@@ -19,14 +21,20 @@ const SERVICES: &[(&str, u16)] = &[
     ("config", 8091),
 ];
 
-/// Test cases per operation and phase: about a thousand requests over the five services.
+/// Test cases per operation and phase: about a thousand requests over the six services.
 const MAX_EXAMPLES: &str = "30";
 
 /// Runs schemathesis with all its checks against every service; fails naming the services whose document
 /// does not match.
 pub fn check(root: &Path) -> anyhow::Result<()> {
+    // The chaos sidecar's API creates proxies, partitions and switches: its document is checked on a
+    // private sidecar with no link and no config service (switches answer 503 there, as documented), so
+    // generated requests never touch the stack's links.
+    let sidecar = PrivateSidecar::start(root)?;
+    let mut services: Vec<(&str, u16)> = SERVICES.to_vec();
+    services.push(("chaos", sidecar.port));
     let mut failed = Vec::new();
-    for (name, port) in SERVICES {
+    for (name, port) in &services {
         println!("==> schemathesis {SCHEMATHESIS}: {name} (:{port}/openapi.json), all checks");
         let status = install::schemathesis()
             .current_dir(root)
@@ -52,10 +60,51 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
             failed.push(*name);
         }
     }
+    drop(sidecar);
     anyhow::ensure!(
         failed.is_empty(),
         "the OpenAPI document of {} does not match the service (see above)",
         failed.join(", ")
     );
     Ok(())
+}
+
+/// A chaos sidecar of the contract check's own, stopped when dropped.
+struct PrivateSidecar {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateSidecar {
+    fn start(root: &Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let binary = root.join("target/release/distlab-chaos");
+        let child = std::process::Command::new(&binary)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            // Nothing listens on the discard port: the switchboard has no config service.
+            .env("CONFIG_URLS", "http://127.0.0.1:9")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let sidecar = PrivateSidecar { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the private chaos sidecar did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(sidecar)
+    }
+}
+
+impl Drop for PrivateSidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -33,8 +33,11 @@ pub(super) struct Doc;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PartitionRequest {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^/]+$")]
     name: String,
-    /// Each side a list of parts (the names either side of `->` in the link names).
+    /// Each side a list of parts (the names either side of `->` in the link names); at least two non-empty
+    /// sides, no part on two.
+    #[schema(min_items = 2)]
     sides: Vec<Vec<String>>,
     /// `hold` (default) or `reset`.
     #[serde(default)]

@@ -18,8 +18,19 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(list, show, set), components(schemas(SwitchState, SwitchDef)))]
+#[openapi(
+    paths(list, show, set),
+    components(schemas(SwitchState, SwitchDef, SwitchRequest))
+)]
 pub(super) struct Doc;
+
+/// A switch's new value (one of its `values`; case does not matter).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SwitchRequest {
+    #[schema(example = "AP")]
+    value: String,
+}
 
 impl From<SwitchError> for ApiError {
     fn from(error: SwitchError) -> Self {
@@ -75,7 +86,7 @@ async fn show(
 }
 
 /// Sets a switch: `{"value": "AP"}`. Every replica that follows it changes within its watch's latency.
-#[utoipa::path(put, path = "/switches/{name}", params(("name" = String, Path)), request_body = Object,
+#[utoipa::path(put, path = "/switches/{name}", params(("name" = String, Path)), request_body = SwitchRequest,
     responses((status = 200, body = SwitchState), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody)))]

@@ -74,9 +74,102 @@ pub fn router() -> Router<AppState> {
         update_toxic,
         delete_toxic
     ),
-    components(schemas(ProxyView, crate::proxy::Protocol))
+    components(schemas(
+        ProxyView,
+        crate::proxy::Protocol,
+        ProxyRequest,
+        ProxyUpdate,
+        ToxicRequest,
+        ToxicUpdate,
+        ToxicType,
+        crate::toxic::Stream
+    ))
 )]
 pub(super) struct Doc;
+
+// The request bodies, for the OpenAPI document only: bodies are parsed by `ProxyInput::parse` and
+// `ToxicSpec::parse`, which report every problem at once and accept Toxiproxy's loose JSON.
+
+/// A proxy to create (Toxiproxy's proxy object).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ProxyRequest {
+    /// `client->server` for a link of the stack (its two parts can then be partitioned).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^/]+$",
+        example = "order->orders-db"
+    )]
+    name: String,
+    /// `host:port`; absent or empty: `127.0.0.1:0` (a free port, shown in the answer).
+    #[schema(pattern = "^(.+:[0-9]{1,5})?$", example = "127.0.0.1:17000")]
+    listen: Option<String>,
+    #[schema(pattern = "^.+:[0-9]{1,5}$", example = "127.0.0.1:15432")]
+    upstream: String,
+    /// Default true.
+    enabled: Option<bool>,
+    /// Default `tcp`.
+    protocol: Option<crate::proxy::Protocol>,
+}
+
+/// Fields of a proxy to change; absent ones stay.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ProxyUpdate {
+    /// Empty: a free port of 127.0.0.1.
+    #[schema(pattern = "^(.+:[0-9]{1,5})?$")]
+    listen: Option<String>,
+    #[schema(pattern = "^.+:[0-9]{1,5}$")]
+    upstream: Option<String>,
+    enabled: Option<bool>,
+    protocol: Option<crate::proxy::Protocol>,
+}
+
+/// The toxic types.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+enum ToxicType {
+    Latency,
+    Bandwidth,
+    SlowClose,
+    Timeout,
+    ResetPeer,
+    Slicer,
+    LimitData,
+    HttpError,
+    HttpLatency,
+}
+
+/// A toxic to add (Toxiproxy's toxic object); `attributes` depend on the type (docs/chaos.md).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ToxicRequest {
+    /// Default `<type>_<stream>`.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[^/]+$")]
+    name: Option<String>,
+    #[schema(rename = "type")]
+    toxic_type: ToxicType,
+    /// Default `downstream`.
+    stream: Option<crate::toxic::Stream>,
+    /// Default 1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    toxicity: Option<f64>,
+    /// Non-negative integers (durations in ms, at most a day); strings for `body`, `path_prefix`, `method`.
+    #[schema(value_type = Object)]
+    attributes: Option<serde_json::Value>,
+}
+
+/// A toxic's new toxicity and/or attributes (merged over the current ones).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ToxicUpdate {
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    toxicity: Option<f64>,
+    #[schema(value_type = Object)]
+    attributes: Option<serde_json::Value>,
+}
 
 /// Every proxy, by name.
 #[utoipa::path(get, path = "/proxies", responses((status = 200, body = Object)))]
@@ -85,7 +178,7 @@ async fn list_proxies(State(state): State<AppState>) -> axum::Json<Value> {
 }
 
 /// Creates a proxy: `{"name", "listen"?, "upstream", "enabled"?, "protocol"?: "tcp"|"http"}`.
-#[utoipa::path(post, path = "/proxies", request_body = Object,
+#[utoipa::path(post, path = "/proxies", request_body = ProxyRequest,
     responses((status = 201, body = ProxyView), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 async fn create_proxy(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
@@ -95,7 +188,7 @@ async fn create_proxy(State(state): State<AppState>, body: Bytes) -> Result<Resp
 }
 
 /// Makes each proxy of the array exist as described.
-#[utoipa::path(post, path = "/populate", request_body = Vec<Object>,
+#[utoipa::path(post, path = "/populate", request_body = Vec<ProxyRequest>,
     responses((status = 201, body = Object), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 async fn populate(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
@@ -148,7 +241,7 @@ async fn show_proxy(
 }
 
 /// Changes `listen`, `upstream`, `enabled` or `protocol`.
-#[utoipa::path(post, path = "/proxies/{proxy}", params(("proxy" = String, Path)), request_body = Object,
+#[utoipa::path(method(post, patch), path = "/proxies/{proxy}", params(("proxy" = String, Path)), request_body = ProxyUpdate,
     responses((status = 200, body = ProxyView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn update_proxy(
@@ -211,8 +304,8 @@ async fn show_toxic(
 }
 
 /// Changes a toxic's `toxicity` and/or `attributes` (merged over the current ones).
-#[utoipa::path(post, path = "/proxies/{proxy}/toxics/{toxic}",
-    params(("proxy" = String, Path), ("toxic" = String, Path)), request_body = Object,
+#[utoipa::path(method(post, patch), path = "/proxies/{proxy}/toxics/{toxic}",
+    params(("proxy" = String, Path), ("toxic" = String, Path)), request_body = ToxicUpdate,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 async fn update_toxic(
