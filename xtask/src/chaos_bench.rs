@@ -12,10 +12,11 @@
 //!    pgbench's tps and its average latency.
 //! 2. **HTTP**: wrk (`--latency`) against a cheap GET of a distlab service — the inventory's
 //!    `GET /products/{sku}` by default, or the config service's `GET /v1/kv/{key}?consistency=stale` —
-//!    direct, through a `tcp` proxy and through an `http` proxy (hyper per request): requests/s, p50 and
-//!    p99 at `--http-connections` connections (saturating: latency there is mostly queueing), then with
-//!    one connection (latency there is the cost of the hop itself: the goal on the added p50 is read
-//!    there).
+//!    direct, through a `tcp` proxy, through an `http` proxy (hyper per request), and through a plain
+//!    tokio byte relay of this process (`copy_bidirectional`, no fault logic: the reference for what any
+//!    user-space hop costs on this machine): requests/s, p50 and p99 at `--http-connections` connections
+//!    (saturating: latency there is mostly queueing), then with one connection (latency there is the
+//!    cost of the hop itself: the goal on the added p50 is read there).
 //! 3. **connections held**: `--hold` TCP connections through the `tcp` proxy to an echo server of this
 //!    process, all opened, then every one checked by a round trip while all are open; the sidecar's RSS and
 //!    open descriptors (from /proc) before, during and after.
@@ -150,12 +151,17 @@ const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections opened at once while building up the held set.
 const OPENING_AT_ONCE: usize = 128;
 
+/// Every way the HTTP runs go, in their first round's order.
+const WAYS: [Way; 4] = [Way::Direct, Way::Tcp, Way::Http, Way::Relay];
+
 /// How the traffic goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
     Direct,
     Tcp,
     Http,
+    /// The reference: a plain tokio byte relay in this process (no fault logic at all).
+    Relay,
 }
 
 impl Way {
@@ -164,6 +170,7 @@ impl Way {
             Way::Direct => "direct",
             Way::Tcp => "tcp proxy",
             Way::Http => "http proxy",
+            Way::Relay => "plain relay",
         }
     }
 
@@ -172,6 +179,7 @@ impl Way {
             Way::Direct => 0,
             Way::Tcp => 1,
             Way::Http => 2,
+            Way::Relay => 3,
         }
     }
 }
@@ -233,9 +241,11 @@ async fn run(stack: &Stack, args: ChaosBenchArgs) -> anyhow::Result<()> {
     println!("==> preparing the scratch database {SCRATCH_DB} on orders-db (orders schema)");
     let scratch = scratch_database(stack, &admin_db).await?;
     let script = stack.root().join(".distlab/pgbench-chaos.sql");
+    std::fs::create_dir_all(stack.root().join(".distlab"))?;
     std::fs::write(&script, PGBENCH_SCRIPT)
         .with_context(|| format!("cannot write {}", script.display()))?;
     let echo = Echo::start().await?;
+    let relay = PlainRelay::start(args.http_target.upstream()).await?;
 
     // A run that was interrupted may have left its proxies behind.
     for name in [PG_PROXY, TCP_PROXY, HTTP_PROXY, ECHO_PROXY] {
@@ -251,6 +261,7 @@ async fn run(stack: &Stack, args: ChaosBenchArgs) -> anyhow::Result<()> {
         admin_db: &admin_db,
         scratch: &scratch,
         echo: &echo,
+        relay: &relay,
     };
     let outcome = setup.measure().await;
 
@@ -266,6 +277,7 @@ async fn run(stack: &Stack, args: ChaosBenchArgs) -> anyhow::Result<()> {
         cleanup.push(format!("database {SCRATCH_DB}: {error}"));
     }
     drop(echo);
+    drop(relay);
     let results = outcome?;
     if !cleanup.is_empty() {
         println!("warning: cleanup failed: {}", cleanup.join("; "));
@@ -285,6 +297,7 @@ struct Setup<'a> {
     admin_db: &'a PgPool,
     scratch: &'a PgPool,
     echo: &'a Echo,
+    relay: &'a PlainRelay,
 }
 
 /// One round's measures.
@@ -292,10 +305,10 @@ struct Setup<'a> {
 struct Round {
     /// Direct, through the proxy.
     pgbench: [PgRun; 2],
-    /// Direct, tcp proxy, http proxy, at `http_connections`.
-    loaded: [HttpRun; 3],
+    /// Direct, tcp proxy, http proxy, plain relay, at `http_connections`.
+    loaded: [HttpRun; 4],
     /// The same with one connection.
-    single: [HttpRun; 3],
+    single: [HttpRun; 4],
     held: Held,
 }
 
@@ -327,11 +340,12 @@ impl Setup<'_> {
                 Way::Direct => target.upstream().to_owned(),
                 Way::Tcp => tcp_proxy.to_string(),
                 Way::Http => http_proxy.to_string(),
+                Way::Relay => self.relay.addr.to_string(),
             };
             format!("http://{address}{}", target.path())
         };
         // One request each way first: a proxy that does not work fails here, not in the middle of a round.
-        for way in [Way::Direct, Way::Tcp, Way::Http] {
+        for way in WAYS {
             let answer = reqwest::get(url(way))
                 .await
                 .with_context(|| format!("GET through the {}", way.name()))?;
@@ -341,6 +355,19 @@ impl Setup<'_> {
                 url(way),
                 answer.status()
             );
+        }
+
+        // A second of load each way before the first measure: connection pools (the service's, the
+        // http proxy's upstream connections) and caches filled before anything is counted.
+        for way in WAYS {
+            wrk(
+                &url(way),
+                args.wrk_threads.min(args.http_connections).max(1),
+                args.http_connections.max(1),
+                1,
+            )
+            .await
+            .with_context(|| format!("warming up the {}", way.name()))?;
         }
 
         let seconds = args.seconds.max(1);
@@ -375,7 +402,7 @@ impl Setup<'_> {
                 );
                 r.pgbench[index] = self.pgbench_run(port, seconds).await?;
             }
-            let ways = rotated(&[Way::Direct, Way::Tcp, Way::Http], round - 1);
+            let ways = rotated(&WAYS, round - 1);
             for &way in &ways {
                 println!(
                     "==> round {round}/{}: wrk {} ({} connections, {seconds} s)",
@@ -546,24 +573,49 @@ impl Sidecar {
     }
 }
 
-/// The sidecar's pid: its pid file, else a process called `distlab-chaos`.
+/// The sidecar's pid: its pid file; else the `distlab-chaos` process that listens on the admin port (other
+/// instances may run beside the stack's, a test's for one); else the only process of that name.
 fn sidecar_pid(root: &Path) -> Option<u32> {
     let is_chaos = |pid: u32| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("distlab-chaos"))
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim() == "distlab-chaos")
     };
     let from_file = std::fs::read_to_string(root.join(".distlab/pids/chaos.pid"))
         .ok()
         .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
         .filter(|pid| is_chaos(*pid));
-    from_file.or_else(|| {
-        std::fs::read_dir("/proc")
-            .ok()?
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .find(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|comm| comm.trim() == "distlab-chaos")
+    if from_file.is_some() {
+        return from_file;
+    }
+    let chaos: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| is_chaos(*pid))
+        .collect();
+    let listening = admin_socket_inode().and_then(|inode| {
+        let link = format!("socket:[{inode}]");
+        chaos.iter().copied().find(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.filter_map(Result::ok).any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == link.as_str())
+                })
             })
+        })
+    });
+    listening.or(match chaos[..] {
+        [only] => Some(only),
+        _ => None,
+    })
+}
+
+/// The inode of the socket listening on 127.0.0.1:8474 (`/proc/net/tcp`: local address in hex, state 0A).
+fn admin_socket_inode() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"0100007F:211A") && fields.get(3) == Some(&"0A"))
+            .then(|| fields.get(9).map(|inode| (*inode).to_owned()))
+            .flatten()
     })
 }
 
@@ -772,6 +824,48 @@ impl Drop for Echo {
     }
 }
 
+/// A minimal byte relay in this process — accept, connect upstream, `copy_bidirectional` — the reference
+/// for what a user-space hop costs on this machine, whatever the proxy.
+struct PlainRelay {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PlainRelay {
+    async fn start(upstream: &'static str) -> anyhow::Result<PlainRelay> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((mut client, _)) => {
+                            connections.spawn(async move {
+                                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                                    return;
+                                };
+                                let _ = client.set_nodelay(true);
+                                let _ = server.set_nodelay(true);
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            });
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    },
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                }
+            }
+        });
+        Ok(PlainRelay { addr, task })
+    }
+}
+
+impl Drop for PlainRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Held {
     asked: usize,
@@ -857,19 +951,18 @@ fn print_round(round: usize, r: &Round) {
         pg_direct.tps,
         pg_proxy.tps,
         pg_proxy.tps / pg_direct.tps,
-        [Way::Direct, Way::Tcp, Way::Http]
-            .map(|way| {
-                let (loaded, single) = (r.loaded[way.index()], r.single[way.index()]);
-                format!(
-                    "{} {:.0} req/s p50 {:.0} µs, 1 conn p50 {:.0} µs p99 {:.0} µs",
-                    way.name(),
-                    loaded.rps,
-                    loaded.p50_us,
-                    single.p50_us,
-                    single.p99_us
-                )
-            })
-            .join(" | ")
+        WAYS.map(|way| {
+            let (loaded, single) = (r.loaded[way.index()], r.single[way.index()]);
+            format!(
+                "{} {:.0} req/s p50 {:.0} µs, 1 conn p50 {:.0} µs p99 {:.0} µs",
+                way.name(),
+                loaded.rps,
+                loaded.p50_us,
+                single.p50_us,
+                single.p99_us
+            )
+        })
+        .join(" | ")
     );
     println!(
         "           held {} of {} (opened {}, upstream {}), sidecar RSS {} → {} → {}",
@@ -918,7 +1011,7 @@ fn print_table(
 ) {
     let m = |f: &dyn Fn(&Round) -> f64| median(&results.iter().map(f).collect::<Vec<_>>());
     let row = |measure: &str, baseline: &str, distlab: &str, ratio: &str, goal: &str, v: &str| {
-        println!("{measure:<34} {baseline:<24} {distlab:<24} {ratio:<15} {goal:<20} {v}");
+        println!("{measure:<40} {baseline:<22} {distlab:<24} {ratio:<15} {goal:<18} {v}");
     };
     println!();
     println!(
@@ -954,15 +1047,19 @@ fn print_table(
         "  pgbench latency average",
         &format!("{lat_direct:.2} ms"),
         &format!("{lat_proxy:.2} ms"),
-        &format!("{} µs", signed_us((lat_proxy - lat_direct) * 1000.0)),
+        &format!("{:+.2} ms", lat_proxy - lat_direct),
         "",
         "",
     );
     let direct_rps = m(&|r| r.loaded[0].rps);
     let (direct_p50, direct_p99) = (m(&|r| r.loaded[0].p50_us), m(&|r| r.loaded[0].p99_us));
     let (single_p50, single_p99) = (m(&|r| r.single[0].p50_us), m(&|r| r.single[0].p99_us));
-    for way in [Way::Tcp, Way::Http] {
+    for way in [Way::Tcp, Way::Http, Way::Relay] {
         let i = way.index();
+        // The plain relay is the reference, not the sidecar: no goal.
+        let judged = way != Way::Relay;
+        let goal = |text: &'static str| if judged { text } else { "(reference)" };
+        let judge = |ok: bool| if judged { verdict(ok) } else { "" };
         let rps = m(&|r| r.loaded[i].rps);
         let ratio = rps / direct_rps;
         row(
@@ -974,8 +1071,8 @@ fn print_table(
             &thousands(direct_rps),
             &thousands(rps),
             &format!("{ratio:.2}"),
-            "≥ 0.9 × direct",
-            verdict(ratio >= 0.9),
+            goal("≥ 0.9 × direct"),
+            judge(ratio >= 0.9),
         );
         let (p50, p99) = (m(&|r| r.loaded[i].p50_us), m(&|r| r.loaded[i].p99_us));
         row(
@@ -1000,8 +1097,8 @@ fn print_table(
                 signed_us(p50 - single_p50),
                 signed_us(p99 - single_p99)
             ),
-            "added p50 ≤ 50 µs",
-            verdict(p50 - single_p50 <= 50.0),
+            goal("added p50 ≤ 50 µs"),
+            judge(p50 - single_p50 <= 50.0),
         );
         row(
             "  req/s",
