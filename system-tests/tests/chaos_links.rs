@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use distlab_testkit::{
-    chaos_url, eventually, get_json, http, inventory_url, order_url, require_chaos, require_stack,
+    chaos_url, coordinator_url, eventually, get_json, http, inventory_url, lock_url, order_url,
+    require_chaos, require_stack,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -302,7 +303,39 @@ async fn a_killed_sidecar_comes_back_with_every_link_and_no_fault() {
         get_json(&http, &format!("{chaos}/partitions")).await,
         json!({"partitions": []})
     );
-    // The stack works through the new sidecar.
+    // The stack works through the new sidecar: every client lost its connections with the old one and
+    // finds its way back by itself. The lock service repeats a command whose Redis connection turns out
+    // dead on the new connection (services/lock/src/backend/redis.rs): a Redis lock is granted at the
+    // first try, without waiting.
+    let acquire = |backend: &'static str, wait_ms: u64| {
+        let request = http
+            .post(format!("{}/locks/chaos-restart-{}/acquire", lock_url(), Uuid::new_v4().simple()))
+            .json(&json!({"backend": backend, "owner": "chaos-test", "ttl_ms": 1000, "wait_ms": wait_ms}));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    for backend in ["redis", "redlock"] {
+        let (status, body) = acquire(backend, 0).await;
+        assert_eq!(status, 200, "{backend}: {body}");
+    }
+    for url in [order_url(), inventory_url(), coordinator_url(), lock_url()] {
+        eventually(
+            &format!("{url} to be ready"),
+            Duration::from_secs(60),
+            || async {
+                ready(&http, &url)
+                    .await
+                    .filter(|(status, _)| *status == 200)
+            },
+        )
+        .await;
+    }
+    for backend in ["pg", "zookeeper"] {
+        let (status, body) = acquire(backend, 10_000).await;
+        assert_eq!(status, 200, "{backend}: {body}");
+    }
     let sku = seed(&http, 5).await;
     confirmed_order(&http, &sku).await;
 }

@@ -218,6 +218,26 @@ impl Instance {
         &self.url
     }
 
+    /// Runs `command` on the shared connection. A connection found dead by this very command (broken
+    /// pipe, reset, closed — a restarted proxy or server in between) has just been replaced by the
+    /// connection manager: the command runs once more on the new one, instead of failing a request that a
+    /// healthy Redis can serve. A command whose connection dropped after it reached Redis may thus run
+    /// twice; every command here tolerates that (an acquire carries a fresh lease id, renew and fence are
+    /// idempotent, a repeated release finds the lease gone and says so).
+    async fn call<T, F, Fut>(&self, command: F) -> redis::RedisResult<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match command(self.connection.clone()).await {
+            Err(error) if error.is_connection_dropped() => {
+                tracing::debug!(url = %self.url, %error, "redis connection dropped; running the command once more");
+                command(self.connection.clone()).await
+            }
+            result => result,
+        }
+    }
+
     pub async fn try_acquire(
         &self,
         name: &LockName,
@@ -225,13 +245,17 @@ impl Instance {
         ttl: Ttl,
         owner: &str,
     ) -> Result<InstanceAcquire, LockError> {
-        let reply: Vec<Value> = ACQUIRE
-            .key(self.namespace.lock_key(name))
-            .key(self.namespace.fence_key(name))
-            .arg(lease_id.to_string())
-            .arg(ttl.millis())
-            .arg(owner)
-            .invoke_async(&mut self.connection.clone())
+        let reply: Vec<Value> = self
+            .call(|mut connection| {
+                let mut invocation = ACQUIRE.prepare_invoke();
+                invocation
+                    .key(self.namespace.lock_key(name))
+                    .key(self.namespace.fence_key(name))
+                    .arg(lease_id.to_string())
+                    .arg(ttl.millis())
+                    .arg(owner);
+                async move { invocation.invoke_async(&mut connection).await }
+            })
             .await?;
         let int = |v: Option<&Value>| match v {
             Some(Value::Int(n)) => Some(*n),
@@ -261,13 +285,17 @@ impl Instance {
         token: u64,
         owner: &str,
     ) -> Result<bool, LockError> {
-        let done: i64 = FENCE
-            .key(self.namespace.lock_key(name))
-            .key(self.namespace.fence_key(name))
-            .arg(lease_id.to_string())
-            .arg(token)
-            .arg(owner)
-            .invoke_async(&mut self.connection.clone())
+        let done: i64 = self
+            .call(|mut connection| {
+                let mut invocation = FENCE.prepare_invoke();
+                invocation
+                    .key(self.namespace.lock_key(name))
+                    .key(self.namespace.fence_key(name))
+                    .arg(lease_id.to_string())
+                    .arg(token)
+                    .arg(owner);
+                async move { invocation.invoke_async(&mut connection).await }
+            })
             .await?;
         Ok(done == 1)
     }
@@ -279,12 +307,16 @@ impl Instance {
         lease_id: Uuid,
         announce: bool,
     ) -> Result<Compared, LockError> {
-        let code: i64 = RELEASE
-            .key(self.namespace.lock_key(name))
-            .arg(lease_id.to_string())
-            .arg(if announce { self.channel.as_str() } else { "" })
-            .arg(name.as_str())
-            .invoke_async(&mut self.connection.clone())
+        let code: i64 = self
+            .call(|mut connection| {
+                let mut invocation = RELEASE.prepare_invoke();
+                invocation
+                    .key(self.namespace.lock_key(name))
+                    .arg(lease_id.to_string())
+                    .arg(if announce { self.channel.as_str() } else { "" })
+                    .arg(name.as_str());
+                async move { invocation.invoke_async(&mut connection).await }
+            })
             .await?;
         Ok(Compared::from_code(code))
     }
@@ -296,11 +328,15 @@ impl Instance {
         lease_id: Uuid,
         ttl: Ttl,
     ) -> Result<Result<u64, Compared>, LockError> {
-        let reply: Vec<Value> = RENEW
-            .key(self.namespace.lock_key(name))
-            .arg(lease_id.to_string())
-            .arg(ttl.millis())
-            .invoke_async(&mut self.connection.clone())
+        let reply: Vec<Value> = self
+            .call(|mut connection| {
+                let mut invocation = RENEW.prepare_invoke();
+                invocation
+                    .key(self.namespace.lock_key(name))
+                    .arg(lease_id.to_string())
+                    .arg(ttl.millis());
+                async move { invocation.invoke_async(&mut connection).await }
+            })
             .await?;
         let code = match reply.first() {
             Some(Value::Int(code)) => *code,
@@ -326,27 +362,35 @@ impl Instance {
 
     /// The stored holder and its remaining time in ms.
     pub async fn holder(&self, name: &LockName) -> Result<Option<(Stored, i64)>, LockError> {
-        let (value, pttl): (Option<String>, i64) = redis::pipe()
-            .get(self.namespace.lock_key(name))
-            .pttl(self.namespace.lock_key(name))
-            .query_async(&mut self.connection.clone())
+        let key = self.namespace.lock_key(name);
+        let (value, pttl): (Option<String>, i64) = self
+            .call(|mut connection| {
+                let pipe = redis::pipe().get(&key).pttl(&key).clone();
+                async move { pipe.query_async(&mut connection).await }
+            })
             .await?;
         Ok(value.and_then(|v| Stored::parse(&v)).map(|s| (s, pttl)))
     }
 
     /// Tells waiters that `name` was released.
     pub async fn announce(&self, name: &LockName) -> Result<(), LockError> {
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(name.as_str())
-            .query_async(&mut self.connection.clone())
+        let _: i64 = self
+            .call(|mut connection| {
+                let command = redis::cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(name.as_str())
+                    .clone();
+                async move { command.query_async(&mut connection).await }
+            })
             .await?;
         Ok(())
     }
 
     pub async fn ping(&self) -> Result<(), LockError> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.connection.clone())
+        let _: String =
+            self.call(|mut connection| async move {
+                redis::cmd("PING").query_async(&mut connection).await
+            })
             .await?;
         Ok(())
     }
