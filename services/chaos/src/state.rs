@@ -212,6 +212,13 @@ impl ProxyEntry {
         }
     }
 
+    fn toxic_index(&self, toxic: &str) -> Result<usize, ChaosError> {
+        self.toxics
+            .iter()
+            .position(|t| t.toxic.name == toxic)
+            .ok_or_else(|| ChaosError::ToxicNotFound(toxic.to_owned()))
+    }
+
     fn publish(&self) {
         self.faults.send_replace(Arc::new(LinkFaults {
             toxics: self.toxics.clone(),
@@ -543,13 +550,9 @@ impl Chaos {
 
     pub async fn toxic(&self, proxy: &str, toxic: &str) -> Result<Value, ChaosError> {
         let mut registry = self.registry.lock().await;
-        registry
-            .proxy(proxy)?
-            .toxics
-            .iter()
-            .find(|t| t.toxic.name == toxic)
-            .map(|t| t.toxic.to_json())
-            .ok_or_else(|| ChaosError::ToxicNotFound(toxic.to_owned()))
+        let entry = registry.proxy(proxy)?;
+        let index = entry.toxic_index(toxic)?;
+        Ok(entry.toxics[index].toxic.to_json())
     }
 
     pub async fn add_toxic(&self, proxy: &str, body: &Value) -> Result<Value, ChaosError> {
@@ -597,11 +600,7 @@ impl Chaos {
     ) -> Result<Value, ChaosError> {
         let mut registry = self.registry.lock().await;
         let entry = registry.proxy(proxy)?;
-        let index = entry
-            .toxics
-            .iter()
-            .position(|t| t.toxic.name == toxic)
-            .ok_or_else(|| ChaosError::ToxicNotFound(toxic.to_owned()))?;
+        let index = entry.toxic_index(toxic)?;
         let updated = entry.toxics[index].toxic.update(body).map_err(rejected)?;
         entry.toxics[index].event.end();
         let active = self.activate(proxy, updated);
@@ -614,11 +613,7 @@ impl Chaos {
     pub async fn delete_toxic(&self, proxy: &str, toxic: &str) -> Result<(), ChaosError> {
         let mut registry = self.registry.lock().await;
         let entry = registry.proxy(proxy)?;
-        let index = entry
-            .toxics
-            .iter()
-            .position(|t| t.toxic.name == toxic)
-            .ok_or_else(|| ChaosError::ToxicNotFound(toxic.to_owned()))?;
+        let index = entry.toxic_index(toxic)?;
         let removed = entry.toxics.remove(index);
         removed.event.end();
         entry.publish();
