@@ -39,16 +39,12 @@ async fn wait_for(
 /// Sets the switch, again while no node can take the write (an election is under way after a leader
 /// died).
 async fn put_during_an_election(client: &ConfigClient, name: &str, value: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match client.put_switch(name, value).await {
-            Ok(_) => return,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => panic!("no node took the write within 10 s: {error}"),
-        }
-    }
+    distlab_testkit::eventually(
+        &format!("a node to take the write of switch {name}"),
+        Duration::from_secs(10),
+        || async { client.put_switch(name, value).await.ok() },
+    )
+    .await;
 }
 
 #[tokio::test]
