@@ -26,8 +26,12 @@ pub struct Product {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductInput {
-    /// 1 to 200 characters, not all blank.
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    /// 1 to 200 characters, not all blank, none of them control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*[^\\s\\x00-\\x1F\\x7F-\\x9F][^\\x00-\\x1F\\x7F-\\x9F]*$"
+    )]
     pub name: String,
     #[schema(minimum = 0)]
     pub price_cents: i64,
@@ -55,8 +59,14 @@ pub fn validate_sku(sku: &str) -> Result<(), FieldError> {
 /// Every problem of a product input, empty when it is valid.
 pub fn validate_input(input: &ProductInput) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if input.name.trim().is_empty() || input.name.chars().count() > 200 {
-        errors.push(FieldError::new("name", "must be 1 to 200 characters"));
+    if input.name.trim().is_empty()
+        || input.name.chars().count() > 200
+        || input.name.chars().any(char::is_control)
+    {
+        errors.push(FieldError::new(
+            "name",
+            "must be 1 to 200 characters, not all blank, none of them control characters",
+        ));
     }
     if input.price_cents < 0 {
         errors.push(FieldError::new("price_cents", "must be 0 or more"));
@@ -135,5 +145,22 @@ mod tests {
             stock: 0,
         };
         assert!(validate_input(&ok).is_empty());
+    }
+
+    #[test]
+    fn a_name_with_a_control_character_is_refused_before_it_reaches_postgres() {
+        // PostgreSQL's text type cannot hold NUL; the fuzzer found the 500 this used to give.
+        for bad in ["nul\u{0}inside", "tab\tinside", "\u{85}"] {
+            let input = ProductInput {
+                name: bad.into(),
+                price_cents: 1,
+                stock: 1,
+            };
+            let fields: Vec<String> = validate_input(&input)
+                .into_iter()
+                .map(|e| e.field)
+                .collect();
+            assert_eq!(fields, ["name"], "{bad:?}");
+        }
     }
 }
