@@ -182,6 +182,8 @@ struct ProxyEntry {
     cuts: BTreeMap<String, Arc<Cut>>,
     faults: watch::Sender<Arc<LinkFaults>>,
     running: Option<CancellationToken>,
+    /// The accept loop, which owns the listener (it lets go of it once `running` is cancelled).
+    accepting: Option<tokio::task::JoinHandle<()>>,
     disabled: Option<Arc<FaultEvent>>,
 }
 
@@ -232,6 +234,11 @@ impl ProxyEntry {
         if self.running.is_some() {
             return Ok(());
         }
+        // A proxy started again on its own address (re-enabled, or changed) must wait until the old
+        // listener is closed, or the address is still in use.
+        if let Some(stopped) = self.accepting.take() {
+            let _ = stopped.await;
+        }
         let address = match self.bound {
             Some(bound) => bound.to_string(),
             None if self.listen.is_empty() => "127.0.0.1:0".to_owned(),
@@ -257,7 +264,11 @@ impl ProxyEntry {
             self.protocol,
             self.faults.subscribe(),
         ));
-        tokio::spawn(crate::proxy::run(listener, link, stop.clone()));
+        self.accepting = Some(tokio::spawn(crate::proxy::run(
+            listener,
+            link,
+            stop.clone(),
+        )));
         self.running = Some(stop);
         tracing::info!(link = %self.name, listen = ?self.bound, upstream = %self.upstream, "proxy started");
         Ok(())
@@ -353,6 +364,7 @@ impl Chaos {
             cuts: BTreeMap::new(),
             faults,
             running: None,
+            accepting: None,
             disabled: None,
         };
         if entry.enabled {

@@ -501,6 +501,29 @@ async fn http_toxics_need_an_http_proxy() {
 }
 
 #[tokio::test]
+async fn a_proxy_given_a_new_upstream_listens_again_on_its_port_at_once() {
+    let sidecar = sidecar().await;
+    let listen = sidecar
+        .proxy("test->echo", echo_server().await, "tcp")
+        .await;
+    let sender = sender_server(b"from the new upstream".to_vec()).await;
+    // The old listener must be closed before the new one binds the same port.
+    let (status, body) = sidecar
+        .post(
+            "/proxies/test->echo",
+            json!({"upstream": sender.to_string()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["listen"], listen.to_string());
+    let mut stream = TcpStream::connect(listen).await.expect("connect");
+    assert_eq!(
+        read_to_end(&mut stream).await.expect("read"),
+        b"from the new upstream"
+    );
+}
+
+#[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
     let sidecar = sidecar().await;
     let echo = echo_server().await;
