@@ -60,6 +60,7 @@ impl Application {
             migrator: &MIGRATOR,
         };
         let pool = service::connect(&database, &config.kafka).await?;
+        products::publish_stock_feed_to(&pool, &config.kafka.inventory_events_topic).await?;
         let state = AppState { pool: pool.clone() };
         let shutdown = CancellationToken::new();
         let twopc = distlab_twopc::participant::setup(

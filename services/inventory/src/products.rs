@@ -20,7 +20,13 @@ pub struct Product {
     pub available: i32,
     /// Units held by confirmed orders.
     pub reserved: i32,
+    /// The stock's version: it grows by one with every change of `available` or `reserved` (and every
+    /// PUT), and is what the order service's replica and the `StockChanged` events carry.
+    pub version: i64,
 }
+
+/// The columns of a [`Product`], for `SELECT` and `RETURNING`.
+pub const COLUMNS: &str = "sku, name, price_cents, available, reserved, stock_version AS version";
 
 /// Body of `PUT /products/{sku}`: creates the product, or resets it to `stock` available and none reserved.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -82,14 +88,14 @@ pub fn validate_input(input: &ProductInput) -> Vec<FieldError> {
 
 /// Creates or resets a product.
 pub async fn upsert(pool: &PgPool, sku: &str, input: &ProductInput) -> sqlx::Result<Product> {
-    sqlx::query_as(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO products (sku, name, price_cents, available, reserved)
          VALUES ($1, $2, $3, $4, 0)
          ON CONFLICT (sku) DO UPDATE
          SET name = EXCLUDED.name, price_cents = EXCLUDED.price_cents,
              available = EXCLUDED.available, reserved = 0, updated_at = now()
-         RETURNING sku, name, price_cents, available, reserved",
-    )
+         RETURNING {COLUMNS}"
+    )))
     .bind(sku)
     .bind(input.name.trim())
     .bind(input.price_cents)
@@ -98,19 +104,37 @@ pub async fn upsert(pool: &PgPool, sku: &str, input: &ProductInput) -> sqlx::Res
     .await
 }
 
+/// The product as last committed. `FOR SHARE` waits for a transaction that is changing the row right now,
+/// so a read never misses a version whose change had begun before the read did (the CAP scenario's
+/// stale-read check relies on it; see migrations/inventory/0003_stock_feed.sql).
 pub async fn get(pool: &PgPool, sku: &str) -> sqlx::Result<Option<Product>> {
-    sqlx::query_as(
-        "SELECT sku, name, price_cents, available, reserved FROM products WHERE sku = $1",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM products WHERE sku = $1 FOR SHARE"
+    )))
     .bind(sku)
     .fetch_optional(pool)
     .await
 }
 
 pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<Product>> {
-    sqlx::query_as("SELECT sku, name, price_cents, available, reserved FROM products ORDER BY sku")
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM products ORDER BY sku"
+    )))
+    .fetch_all(pool)
+    .await
+}
+
+/// Points the stock feed (the `StockChanged` messages the database writes into the outbox with every stock
+/// change, migrations/inventory/0003_stock_feed.sql) at `topic`.
+pub async fn publish_stock_feed_to(pool: &PgPool, topic: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO stock_feed (topic) VALUES ($1)
+         ON CONFLICT (only_row) DO UPDATE SET topic = EXCLUDED.topic",
+    )
+    .bind(topic)
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 #[cfg(test)]

@@ -244,6 +244,11 @@ impl BranchWork for ReserveBranch {
             tracing::warn!(%reason, "2PC order refused");
             BranchError::Refuse("invalid_order".into())
         })?;
+        // The reservation's `StockChanged` rows go into the outbox by trigger; a transaction that will be
+        // prepared must not NOTIFY the relay (migrations/messaging/0002_quiet_outbox.sql).
+        sqlx::query("SET LOCAL distlab.outbox_quiet = 'on'")
+            .execute(&mut *conn)
+            .await?;
         lock_products(conn, &[&order]).await?;
         match reserve(conn, &[&order])
             .await?

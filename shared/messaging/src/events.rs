@@ -3,6 +3,10 @@
 //! `order-events` carries what the order service decides ([`OrderPlaced`]); `inventory-events` carries the
 //! inventory's answer ([`StockReserved`] or [`StockRejected`]). The key of every message is the order id, so
 //! all events of one order stay in one partition, in order.
+//!
+//! `inventory-events` also carries the stock feed: a [`StockChanged`] for every change of a product's stock,
+//! keyed by SKU, written into the inventory's outbox by the database itself in the changing transaction
+//! (migrations/inventory/0003_stock_feed.sql). The order service keeps its stock replica from it.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -58,6 +62,23 @@ pub struct StockRejected {
 
 impl Event for StockRejected {
     const TYPE: &'static str = "StockRejected";
+}
+
+/// A product's stock changed (the stock feed). `version` grows by one per change of one SKU, so a replica
+/// applies an event only when it is newer than what it holds: in any order, any number of times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockChanged {
+    pub sku: String,
+    /// Units that can still be reserved (an unfenced adjustment may have driven it below zero).
+    pub available: i32,
+    pub reserved: i32,
+    pub version: i64,
+    /// When the inventory's transaction made the change.
+    pub changed_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Event for StockChanged {
+    const TYPE: &'static str = "StockChanged";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

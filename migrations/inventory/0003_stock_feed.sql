@@ -1,0 +1,73 @@
+-- The stock feed (CAP, docs/cap.md): every change of a product's stock, whatever made it (a reservation by
+-- either order flow, an adjustment, a PUT), gets a new per-SKU version, a row in the version history, and a
+-- `StockChanged` message in the outbox — all in the transaction that changed the stock, so the order
+-- service's replica can neither miss a change nor see one that did not commit.
+
+ALTER TABLE products ADD COLUMN stock_version bigint NOT NULL DEFAULT 0;
+
+-- Every committed version of every SKU. `recorded_at` is taken after the product row was changed (its row
+-- lock is held), so any transaction that starts reading the row later with `FOR SHARE` waits for this one
+-- and sees this version or a newer one: the CAP scenario judges stale reads against this table.
+CREATE TABLE stock_versions (
+    sku         text NOT NULL,
+    version     bigint NOT NULL,
+    available   integer NOT NULL,
+    reserved    integer NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (sku, version)
+);
+
+-- Where the feed is published: one row, written by the inventory service at start-up from its
+-- configuration (INVENTORY_EVENTS_TOPIC). Without it the trigger publishes to `inventory-events`.
+CREATE TABLE stock_feed (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    topic    text NOT NULL
+);
+
+CREATE FUNCTION stock_version_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.stock_version := 1;
+    ELSIF NEW.available IS DISTINCT FROM OLD.available
+       OR NEW.reserved IS DISTINCT FROM OLD.reserved
+       OR NEW.updated_at IS DISTINCT FROM OLD.updated_at THEN
+        -- A PUT that sets the same numbers still resets the product: it is a change too.
+        NEW.stock_version := OLD.stock_version + 1;
+    ELSE
+        NEW.stock_version := OLD.stock_version;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER stock_version_bump BEFORE INSERT OR UPDATE ON products
+    FOR EACH ROW EXECUTE FUNCTION stock_version_bump();
+
+CREATE FUNCTION stock_feed_publish() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    feed_topic text := coalesce((SELECT topic FROM stock_feed), 'inventory-events');
+    recorded   timestamptz := clock_timestamp();
+    message    uuid := gen_random_uuid();
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.stock_version = OLD.stock_version THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO stock_versions (sku, version, available, reserved, recorded_at)
+    VALUES (NEW.sku, NEW.stock_version, NEW.available, NEW.reserved, recorded);
+    INSERT INTO outbox (message_id, topic, message_key, envelope)
+    VALUES (message, feed_topic, NEW.sku, jsonb_build_object(
+        'message_id', message,
+        'type', 'StockChanged',
+        'occurred_at', to_char(recorded AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        'payload', jsonb_build_object(
+            'sku', NEW.sku,
+            'available', NEW.available,
+            'reserved', NEW.reserved,
+            'version', NEW.stock_version,
+            'changed_at', to_char(recorded AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))));
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER stock_feed_publish AFTER INSERT OR UPDATE ON products
+    FOR EACH ROW EXECUTE FUNCTION stock_feed_publish();
