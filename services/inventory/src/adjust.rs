@@ -8,7 +8,9 @@
 //! writers of one lock name are applied in token order even when they race.
 //!
 //! The delta is applied as given — no floor at zero: the "is there stock left?" check is the caller's, made
-//! under its lock. Without a lock, concurrent callers oversell; that is what the flash sale shows.
+//! under its lock. Without a lock, concurrent callers oversell; that is what the flash sale shows. A caller
+//! that wants the check done here sends a `floor` (a conditional adjustment: the CAP scenario's shop
+//! counter sells with `floor: 0`).
 
 use distlab_platform::FieldError;
 use serde::Deserialize;
@@ -27,6 +29,11 @@ pub struct AdjustInput {
     /// The lock the caller holds while writing, and its fencing token. Without it the write is unfenced.
     #[serde(default)]
     pub lock: Option<LockToken>,
+    /// A conditional adjustment: refused (409 `insufficient_stock`, nothing written) when `available`
+    /// would end below this. Without it the delta is applied as given.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 2147483647)]
+    pub floor: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -48,6 +55,7 @@ pub struct LockToken {
 pub struct Adjustment {
     pub delta: i32,
     pub fence: Option<(String, i64)>,
+    pub floor: Option<i32>,
 }
 
 /// Every problem of an adjustment, or the adjustment.
@@ -76,10 +84,22 @@ pub fn validate(input: &AdjustInput) -> Result<Adjustment, Vec<FieldError>> {
             )),
         }
     }
+    let floor = match input.floor {
+        None => None,
+        Some(floor) if (0..=MAX_STOCK).contains(&floor) => Some(floor as i32),
+        Some(_) => {
+            errors.push(FieldError::new(
+                "floor",
+                format!("must be between 0 and {MAX_STOCK}"),
+            ));
+            None
+        }
+    };
     if errors.is_empty() {
         Ok(Adjustment {
             delta: input.delta as i32,
             fence,
+            floor,
         })
     } else {
         Err(errors)
@@ -96,6 +116,14 @@ pub enum AdjustError {
     },
     #[error("no product with sku {0}")]
     UnknownSku(String),
+    /// A conditional adjustment would take `available` below its floor.
+    #[error("{sku} has {available} available; taking {taken} would go below the floor {floor}")]
+    BelowFloor {
+        sku: String,
+        available: i32,
+        taken: i32,
+        floor: i32,
+    },
     /// The stock would leave the range of the `integer` column.
     #[error("the adjustment would take the stock of {0} out of range")]
     OutOfRange(String),
@@ -135,12 +163,15 @@ pub async fn apply(
             });
         }
     }
-    let product: Option<Product> = sqlx::query_as(
-        "UPDATE products SET available = available + $2, updated_at = now() WHERE sku = $1
-         RETURNING sku, name, price_cents, available, reserved",
-    )
+    let product: Option<Product> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE products SET available = available + $2, updated_at = now()
+         WHERE sku = $1 AND ($3::int IS NULL OR available + $2 >= $3)
+         RETURNING {}",
+        crate::products::COLUMNS
+    )))
     .bind(sku)
     .bind(adjustment.delta)
+    .bind(adjustment.floor)
     .fetch_optional(&mut *tx)
     .await
     .map_err(|error| match &error {
@@ -151,7 +182,20 @@ pub async fn apply(
         _ => AdjustError::Database(error),
     })?;
     let Some(product) = product else {
-        return Err(AdjustError::UnknownSku(sku.to_owned()));
+        let available: Option<i32> =
+            sqlx::query_scalar("SELECT available FROM products WHERE sku = $1")
+                .bind(sku)
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Err(match (available, adjustment.floor) {
+            (Some(available), Some(floor)) => AdjustError::BelowFloor {
+                sku: sku.to_owned(),
+                available,
+                taken: -adjustment.delta,
+                floor,
+            },
+            _ => AdjustError::UnknownSku(sku.to_owned()),
+        });
     };
     sqlx::query(
         "INSERT INTO stock_adjustments (sku, delta, lock_name, fencing_token, available_after)
@@ -179,6 +223,7 @@ mod tests {
                 name: name.into(),
                 token,
             }),
+            floor: None,
         }
     }
 
@@ -188,7 +233,8 @@ mod tests {
             validate(&input(-1, Some(("sale", 7)))),
             Ok(Adjustment {
                 delta: -1,
-                fence: Some(("sale".into(), 7))
+                fence: Some(("sale".into(), 7)),
+                floor: None,
             })
         );
         assert_eq!(validate(&input(5, None)).map(|a| a.fence), Ok(None));

@@ -111,7 +111,8 @@ async fn list_products(State(state): State<AppState>) -> Result<Json<ProductList
 #[utoipa::path(post, path = "/products/{sku}/adjust", request_body = AdjustInput,
     params(("sku" = String, Path, pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 200, body = Product), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "stale_fencing_token: a later lock holder already wrote"),
+        (status = 409, body = ErrorBody, description = "stale_fencing_token: a later lock holder already wrote; \
+            insufficient_stock: a conditional adjustment would go below its floor"),
         (status = 422, body = ErrorBody)))]
 async fn adjust_stock(
     State(state): State<AppState>,
@@ -140,6 +141,11 @@ async fn adjust_stock(
             StatusCode::CONFLICT,
             "stock_out_of_range",
             error.to_string(),
+        )),
+        Err(error @ AdjustError::BelowFloor { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "insufficient_stock",
+            format!("{error}; nothing was changed"),
         )),
         Err(AdjustError::UnknownSku(sku)) => Err(ApiError::not_found(format!("no product with sku {sku}"))),
         Err(AdjustError::Database(error)) => Err(database_error(error)),
