@@ -206,6 +206,8 @@ impl TestSystem {
                 default_mode: order::orders::Mode::Outbox,
                 coordinator_url: format!("http://127.0.0.1:{coordinator_port}"),
                 redeliver_after_ms: options.redeliver_after_ms,
+                inventory_url: inventories[0].url.clone(),
+                cap_mode: order::cap::CapMode::Cp,
                 admin: admin(),
             };
             let app = order::Application::build(config)

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use distlab_messaging::kafka::KafkaArgs;
 use distlab_twopc::faults::AdminArgs;
 
+use crate::cap::CapMode;
 use crate::orders::Mode;
 
 #[derive(Debug, Clone, clap::Parser)]
@@ -44,6 +45,12 @@ pub struct Config {
     #[arg(long, env = "REDELIVER_AFTER_MS", default_value_t = 15_000,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub redeliver_after_ms: u64,
+    /// Base URL of the inventory service: in CP mode a stock read is read through to it (`GET /stock`).
+    #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:8082")]
+    pub inventory_url: String,
+    /// The CAP mode while the `cap_mode` switch is not set in the config service (or it is not followed).
+    #[arg(long, env = "CAP_MODE", value_enum, default_value_t = CapMode::Cp)]
+    pub cap_mode: CapMode,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -60,6 +67,8 @@ impl Config {
             default_mode: Mode::Outbox,
             coordinator_url: "http://127.0.0.1:8083".into(),
             redeliver_after_ms: 15_000,
+            inventory_url: "http://127.0.0.1:8082".into(),
+            cap_mode: CapMode::Cp,
             admin: AdminArgs::off(),
         }
     }

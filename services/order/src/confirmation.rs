@@ -2,10 +2,13 @@
 //!
 //! Idempotent twice over: the consumer skips a `message_id` it has applied, and [`store::finalize`] only
 //! changes an order that is still PENDING. A batch of answers is applied in one set-based `UPDATE`.
+//!
+//! The same topic carries the inventory's stock feed (`StockChanged`), which this consumer applies to the
+//! stock replica ([`crate::replica`]) in the same batch transaction.
 
 use distlab_messaging::Envelope;
 use distlab_messaging::consumer::Handler;
-use distlab_messaging::events::{StockRejected, StockReserved};
+use distlab_messaging::events::{StockChanged, StockRejected, StockReserved};
 use sqlx::PgConnection;
 
 use crate::orders::Status;
@@ -16,6 +19,13 @@ use crate::store::{self, Decision};
 pub enum StockAnswer {
     Reserved(StockReserved),
     Rejected(StockRejected),
+}
+
+/// What this consumer applies from `inventory-events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryEvent {
+    Answer(StockAnswer),
+    Stock(StockChanged),
 }
 
 impl StockAnswer {
@@ -41,35 +51,57 @@ impl StockAnswer {
 pub struct Confirmations;
 
 impl Handler for Confirmations {
-    type Message = StockAnswer;
+    type Message = InventoryEvent;
 
-    fn decode(&self, envelope: &Envelope) -> Result<Option<StockAnswer>, String> {
-        if envelope.is::<StockReserved>() {
+    fn decode(&self, envelope: &Envelope) -> Result<Option<InventoryEvent>, String> {
+        let event = if envelope.is::<StockReserved>() {
             envelope
                 .payload_as()
-                .map(|e| Some(StockAnswer::Reserved(e)))
-                .map_err(|e| e.to_string())
+                .map(|e| InventoryEvent::Answer(StockAnswer::Reserved(e)))
         } else if envelope.is::<StockRejected>() {
             envelope
                 .payload_as()
-                .map(|e| Some(StockAnswer::Rejected(e)))
-                .map_err(|e| e.to_string())
+                .map(|e| InventoryEvent::Answer(StockAnswer::Rejected(e)))
+        } else if envelope.is::<StockChanged>() {
+            envelope.payload_as().map(InventoryEvent::Stock)
         } else {
-            Ok(None)
-        }
+            return Ok(None);
+        };
+        event.map(Some).map_err(|e| e.to_string())
     }
 
-    async fn handle(&self, conn: &mut PgConnection, answer: &StockAnswer) -> anyhow::Result<()> {
-        self.handle_batch(conn, &[answer]).await
+    async fn handle(&self, conn: &mut PgConnection, event: &InventoryEvent) -> anyhow::Result<()> {
+        self.handle_batch(conn, &[event]).await
     }
 
-    /// One `UPDATE` for the whole batch: answers about different orders are independent.
+    /// One `UPDATE` for the answers of the batch (answers about different orders are independent) and one
+    /// upsert for its stock changes.
     async fn handle_batch(
         &self,
         conn: &mut PgConnection,
-        answers: &[&StockAnswer],
+        events: &[&InventoryEvent],
     ) -> anyhow::Result<()> {
-        let decisions: Vec<Decision> = answers.iter().map(|answer| answer.decision()).collect();
+        let changes: Vec<&StockChanged> = events
+            .iter()
+            .filter_map(|event| match event {
+                InventoryEvent::Stock(change) => Some(change),
+                InventoryEvent::Answer(_) => None,
+            })
+            .collect();
+        if !changes.is_empty() {
+            let moved = crate::replica::apply(conn, &changes).await?;
+            metrics::counter!("stock_replica_changes_applied_total").increment(moved);
+        }
+        let decisions: Vec<Decision> = events
+            .iter()
+            .filter_map(|event| match event {
+                InventoryEvent::Answer(answer) => Some(answer.decision()),
+                InventoryEvent::Stock(_) => None,
+            })
+            .collect();
+        if decisions.is_empty() {
+            return Ok(());
+        }
         let changed = store::finalize(conn, &decisions).await?;
         let now = chrono::Utc::now();
         for (status, created_at) in &changed {

@@ -31,6 +31,22 @@ pub enum OrderError {
     InvalidQuery(String),
     #[error("the orders database is not answering")]
     DatabaseUnavailable,
+    /// CP mode: the order side cannot prove its answer current (the inventory or the coordinator did not
+    /// answer in time), so it does not answer.
+    #[error("CP mode: {0}; refusing rather than answering from state that may be stale")]
+    CpUnavailable(String),
+    /// AP mode: the stock replica does not cover the order.
+    #[error("the stock replica shows {available} of {sku} available, fewer than the {wanted} ordered")]
+    ReplicaShortage {
+        sku: String,
+        available: i64,
+        wanted: i64,
+    },
+    /// The SKU is not known (to the replica in AP mode, to the inventory in CP mode).
+    #[error("no product with SKU {0} is known")]
+    UnknownSku(String),
+    #[error("a SKU is 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'")]
+    InvalidSku,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -55,7 +71,10 @@ impl OrderError {
             Self::TransactionAborted { .. } => StatusCode::CONFLICT,
             Self::CoordinatorUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DatabaseUnavailable | Self::CpUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ReplicaShortage { .. } => StatusCode::CONFLICT,
+            Self::UnknownSku(_) => StatusCode::NOT_FOUND,
+            Self::InvalidSku => StatusCode::BAD_REQUEST,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,6 +94,10 @@ impl OrderError {
             Self::NotFound(_) => "not_found",
             Self::InvalidQuery(_) => "invalid_query",
             Self::DatabaseUnavailable => "dependency_unavailable",
+            Self::CpUnavailable(_) => "cp_unavailable",
+            Self::ReplicaShortage { .. } => "insufficient_stock",
+            Self::UnknownSku(_) => "unknown_sku",
+            Self::InvalidSku => "invalid_sku",
             Self::Unexpected(_) => "internal_error",
         }
     }
@@ -94,6 +117,17 @@ impl From<OrderError> for ApiError {
                     .with_details(serde_json::json!({ "gid": gid }))
                     .with_retry_after(1)
             }
+            OrderError::CpUnavailable(_) => {
+                ApiError::new(error.status_code(), error.code(), error.to_string())
+                    .with_retry_after(1)
+            }
+            OrderError::ReplicaShortage {
+                sku,
+                available,
+                wanted,
+            } => ApiError::new(error.status_code(), error.code(), error.to_string()).with_details(
+                serde_json::json!({"sku": sku, "available": available, "wanted": wanted, "source": "replica"}),
+            ),
             OrderError::Unexpected(cause) => ApiError::internal(cause.as_ref()),
             _ => ApiError::new(error.status_code(), error.code(), error.to_string()),
         }

@@ -12,6 +12,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::cap::{CP_DEADLINE, CapMode};
 use crate::error::OrderError;
 use crate::orders::{ItemInput, Mode, Order, PlaceOrder, Status, ValidOrder};
 use crate::store::{self, IdempotencyKey, Placed};
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/orders", get(list_orders).post(place_order))
         .route("/orders/{id}", get(get_order))
+        .route("/stock/{sku}", get(crate::stock::get_stock))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -38,8 +40,9 @@ pub fn router(state: AppState) -> Router {
         title = "distlab order",
         description = "Orders, placed by the outbox flow (and later 2PC)."
     ),
-    paths(place_order, get_order, list_orders),
-    components(schemas(PlaceOrder, ItemInput, Order, OrderList, Mode, Status, ErrorBody))
+    paths(place_order, get_order, list_orders, crate::stock::get_stock),
+    components(schemas(PlaceOrder, ItemInput, Order, OrderList, Mode, Status, ErrorBody,
+        crate::stock::StockView, crate::cap::CapMode))
 )]
 struct ApiDoc;
 
@@ -79,6 +82,10 @@ fn idempotency_key(
 
 /// Places an order. In `outbox` mode: 202 with the PENDING order, which later becomes CONFIRMED or REJECTED.
 /// In `2pc` mode: 201 CONFIRMED, or 409 with the reason (the order is recorded REJECTED).
+/// Once the `cap_mode` switch is set (see `crate::cap`): in CP an order naming no mode is a 2PC order and
+/// a 2PC order answers within 800 ms or 503 `cp_unavailable`; in AP an order naming no mode is an outbox
+/// order, and an outbox order is admitted only if the stock replica covers it (409 `insufficient_stock` or
+/// 404 `unknown_sku` otherwise).
 #[utoipa::path(post, path = "/orders", request_body = PlaceOrder,
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7E]{1,255}$",
         description = "1 to 255 visible ASCII characters. Same key and body: the first response again. \
@@ -91,21 +98,67 @@ async fn place_order(
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> Result<Response, OrderError> {
+    let (cap_mode, cap_set) = state.cap.current();
+    let default_mode = match (cap_set, cap_mode) {
+        (true, CapMode::Cp) => Mode::TwoPhaseCommit,
+        (true, CapMode::Ap) => Mode::Outbox,
+        (false, _) => state.default_mode.current(),
+    };
     let order = request
-        .validate(state.default_mode.current())
+        .validate(default_mode)
         .map_err(OrderError::Validation)?;
     let key = idempotency_key(&headers, &order)?;
     if order.mode == Mode::TwoPhaseCommit {
+        if cap_set && cap_mode == CapMode::Cp {
+            return tokio::time::timeout(CP_DEADLINE, crate::two_phase::place(&state, order, key))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(OrderError::CpUnavailable(format!(
+                        "the inventory side did not reserve the order within {} ms",
+                        CP_DEADLINE.as_millis()
+                    )))
+                });
+        }
         return crate::two_phase::place(&state, order, key).await;
     }
-    let placed = store::place(
-        &state.pool,
-        &order,
-        key.as_ref(),
-        &state.order_events_topic,
-        state.redeliver_after,
-    )
-    .await;
+    let placed = if cap_set && cap_mode == CapMode::Ap {
+        match store::place_on_replica(
+            &state.pool,
+            &order,
+            key.as_ref(),
+            &state.order_events_topic,
+            state.redeliver_after,
+        )
+        .await
+        {
+            Ok(store::Admitted::Placed(placed)) => Ok(placed),
+            Ok(store::Admitted::Refused(store::Shortage::UnknownSku(sku))) => {
+                return Err(OrderError::UnknownSku(sku));
+            }
+            Ok(store::Admitted::Refused(store::Shortage::Insufficient {
+                sku,
+                available,
+                wanted,
+            })) => {
+                metrics::counter!("orders_refused_on_replica_total").increment(1);
+                return Err(OrderError::ReplicaShortage {
+                    sku,
+                    available,
+                    wanted,
+                });
+            }
+            Err(error) => Err(error),
+        }
+    } else {
+        store::place(
+            &state.pool,
+            &order,
+            key.as_ref(),
+            &state.order_events_topic,
+            state.redeliver_after,
+        )
+        .await
+    };
     match placed {
         Ok(Placed::Created(order)) => {
             metrics::counter!("orders_placed_total", "mode" => order.mode.as_str()).increment(1);

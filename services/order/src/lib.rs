@@ -13,13 +13,16 @@
 //! The mode of an order whose request names none is followed live from the config service
 //! ([`runtime_config`]); `/readyz` shows it, and whether it is fresh, under `config`.
 
+pub mod cap;
 pub mod config;
 pub mod confirmation;
 pub mod error;
 pub mod http;
 pub mod orders;
 pub mod redelivery;
+pub mod replica;
 pub mod runtime_config;
+pub mod stock;
 pub mod store;
 pub mod two_phase;
 
@@ -60,6 +63,10 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// How long an outbox order waits for its answer before its `OrderPlaced` is sent again.
     pub redeliver_after: std::time::Duration,
+    /// The CAP mode in force (followed from the `cap_mode` switch).
+    pub cap: cap::CapSwitch,
+    /// Base URL of the inventory (CP stock reads).
+    pub inventory_url: String,
 }
 
 /// A built order service, ready to run. See [`distlab_platform::http::Service`].
@@ -96,6 +103,17 @@ impl Application {
         let pool = service::connect(&database, &config.kafka).await?;
         let shutdown = CancellationToken::new();
         let nodes = config_service.urls();
+        let (cap, cap_follower) = if nodes.is_empty() {
+            (cap::CapSwitch::fixed(config.cap_mode), None)
+        } else {
+            let followed = cap::followed_switch();
+            let follower = Follower::new(followed.clone(), nodes.clone())
+                .context("cannot build the config service client")?;
+            (
+                cap::CapSwitch::following(config.cap_mode, followed),
+                Some(follower),
+            )
+        };
         let (default_mode, follower) = if nodes.is_empty() {
             (DefaultMode::fixed(config.default_mode), None)
         } else {
@@ -122,12 +140,16 @@ impl Application {
             coordinator_url: config.coordinator_url.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
             redeliver_after: config.redeliver_after(),
+            cap: cap.clone(),
+            inventory_url: config.inventory_url.trim_end_matches('/').to_owned(),
         };
         let parts = Parts {
             name: "order",
             database_name: database.name,
             listen: config.listen,
-            routes: http::router(state).merge(twopc.routes),
+            routes: http::router(state).merge(twopc.routes).layer(
+                axum::middleware::from_fn_with_state(cap.clone(), cap::mark_responses),
+            ),
             openapi: http::openapi(),
             consumer_group: config.consumer_group.clone(),
             consumes: config.kafka.inventory_events_topic.clone(),
@@ -136,6 +158,7 @@ impl Application {
             readiness: vec![
                 twopc.readiness,
                 runtime_config::readiness_check(default_mode.clone()),
+                cap.readiness_check(),
             ],
         };
         let assembled = service::assemble(pool.clone(), &config.kafka, parts).await?;
@@ -147,9 +170,11 @@ impl Application {
         let assembled_service = assembled
             .service
             .with_task(redelivery.run(shutdown.clone()));
-        let service = match follower {
-            Some(follower) => assembled_service.with_task(follower.run(shutdown)),
-            None => assembled_service,
+        let service = match (follower, cap_follower) {
+            (Some(follower), Some(cap_follower)) => assembled_service
+                .with_task(follower.run(shutdown.clone()))
+                .with_task(cap_follower.run(shutdown)),
+            _ => assembled_service,
         };
         Ok(Self {
             service,

@@ -130,7 +130,7 @@ pub struct ValidOrder {
     pub mode: Mode,
 }
 
-fn valid_id(value: &str) -> bool {
+pub fn valid_id(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= MAX_ID_LEN
         && value

@@ -32,6 +32,8 @@ fn router() -> Router {
         coordinator_url: "http://127.0.0.1:1".into(),
         http: reqwest::Client::new(),
         redeliver_after: Duration::from_secs(15),
+        cap: crate::cap::CapSwitch::fixed(crate::cap::CapMode::Cp),
+        inventory_url: "http://127.0.0.1:1".into(),
     };
     http::router(state).merge(participant::router(participant))
 }

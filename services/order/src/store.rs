@@ -92,6 +92,21 @@ pub async fn place(
     topic: &str,
     redeliver_after: std::time::Duration,
 ) -> anyhow::Result<Placed> {
+    let (placed, query) = place_query(order, key, topic, redeliver_after)?;
+    let written = query.execute(pool).await?.rows_affected();
+    match key {
+        Some(key) if written == 0 => replay(pool, key).await,
+        _ => Ok(Placed::Created(placed)),
+    }
+}
+
+/// The new order and the one statement that writes it (see [`PLACE`]).
+fn place_query<'q>(
+    order: &ValidOrder,
+    key: Option<&'q IdempotencyKey>,
+    topic: &'q str,
+    redeliver_after: std::time::Duration,
+) -> anyhow::Result<(Order, sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>)> {
     let now = crate::orders::now();
     let placed = Order {
         id: Uuid::now_v7(),
@@ -110,26 +125,131 @@ pub async fn place(
     })?;
     let query = sqlx::query(if key.is_some() { PLACE_WITH_KEY } else { PLACE })
         .bind(placed.id)
-        .bind(&placed.customer_id)
-        .bind(Json(&placed.items))
+        .bind(placed.customer_id.clone())
+        .bind(Json(placed.items.clone()))
         .bind(placed.mode.as_str())
         .bind(now)
         .bind(event.message_id)
         .bind(topic)
-        .bind(Json(&event))
+        .bind(Json(event))
         .bind(now + chrono::TimeDelta::from_std(redeliver_after)?);
     let query = match key {
         Some(key) => query
             .bind(&key.key)
             .bind(&key.request_hash)
-            .bind(Json(&placed)),
+            .bind(Json(placed.clone())),
         None => query,
     };
-    let written = query.execute(pool).await?.rows_affected();
-    match key {
-        Some(key) if written == 0 => replay(pool, key).await,
-        _ => Ok(Placed::Created(placed)),
+    Ok((placed, query))
+}
+
+/// Why the replica refused an order in AP mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shortage {
+    /// The replica has never heard of the SKU.
+    UnknownSku(String),
+    /// The replica shows `available` (after the holds of undecided AP orders), fewer than `wanted`.
+    Insufficient {
+        sku: String,
+        available: i64,
+        wanted: i64,
+    },
+}
+
+/// What placing an order on the replica's word did.
+#[derive(Debug)]
+pub enum Admitted {
+    Placed(Placed),
+    Refused(Shortage),
+}
+
+/// Places an outbox-mode order in AP mode: in one transaction, the replica rows of its SKUs are locked,
+/// the order is admitted only if the replica (minus the holds of undecided AP orders) covers every item,
+/// and then it is written as [`place`] writes it, with a hold per item and `admitted_on_replica` set.
+pub async fn place_on_replica(
+    pool: &PgPool,
+    order: &ValidOrder,
+    key: Option<&IdempotencyKey>,
+    topic: &str,
+    redeliver_after: std::time::Duration,
+) -> anyhow::Result<Admitted> {
+    if let Some(key) = key
+        && let Some(earlier) = lookup_key(pool, key).await?
+    {
+        return Ok(Admitted::Placed(earlier));
     }
+    let mut wanted: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for item in &order.items {
+        *wanted.entry(item.sku.as_str()).or_default() += i64::from(item.quantity);
+    }
+    let skus: Vec<&str> = wanted.keys().copied().collect();
+    let mut tx = pool.begin().await?;
+    // Lock the replica rows (in SKU order: admissions of overlapping orders queue, never deadlock), then
+    // subtract what undecided AP orders hold.
+    let replica: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, available::bigint FROM stock_replica WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+    )
+    .bind(&skus)
+    .fetch_all(&mut *tx)
+    .await?;
+    let held: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, sum(quantity)::bigint FROM stock_holds WHERE sku = ANY($1) GROUP BY sku",
+    )
+    .bind(&skus)
+    .fetch_all(&mut *tx)
+    .await?;
+    let shown: Vec<(String, i64)> = replica
+        .into_iter()
+        .map(|(sku, available)| {
+            let holds = held
+                .iter()
+                .find(|(s, _)| *s == sku)
+                .map_or(0, |(_, quantity)| *quantity);
+            (sku, available - holds)
+        })
+        .collect();
+    for (sku, quantity) in &wanted {
+        let refused = match shown.iter().find(|(s, _)| s == sku) {
+            None => Some(Shortage::UnknownSku((*sku).to_owned())),
+            Some((_, available)) if available < quantity => Some(Shortage::Insufficient {
+                sku: (*sku).to_owned(),
+                available: *available,
+                wanted: *quantity,
+            }),
+            Some(_) => None,
+        };
+        if let Some(shortage) = refused {
+            return Ok(Admitted::Refused(shortage));
+        }
+    }
+    let (placed, query) = place_query(order, key, topic, redeliver_after)?;
+    let written = query.execute(&mut *tx).await?.rows_affected();
+    if written == 0 {
+        // The key was taken by a request that committed meanwhile.
+        tx.rollback().await?;
+        if let Some(key) = key {
+            return Ok(Admitted::Placed(replay(pool, key).await?));
+        }
+        anyhow::bail!("the order {} was not written", placed.id);
+    }
+    let quantities: Vec<i32> = wanted
+        .values()
+        .map(|q| i32::try_from(*q))
+        .collect::<Result<_, _>>()?;
+    sqlx::query(
+        "INSERT INTO stock_holds (order_id, sku, quantity) SELECT $1, * FROM unnest($2::text[], $3::int[])",
+    )
+    .bind(placed.id)
+    .bind(&skus)
+    .bind(&quantities)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE orders SET admitted_on_replica = true WHERE id = $1")
+        .bind(placed.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Admitted::Placed(Placed::Created(placed)))
 }
 
 /// What an `Idempotency-Key` already stands for, if it was used (and its first request committed).
@@ -258,9 +378,14 @@ pub async fn finalize(
     let ids: Vec<Uuid> = decisions.iter().map(|d| d.order_id).collect();
     let statuses: Vec<&str> = decisions.iter().map(|d| d.status.as_str()).collect();
     let reasons: Vec<Option<&str>> = decisions.iter().map(|d| d.reason.as_deref()).collect();
-    sqlx::query_as(
+    // An order admitted on the replica's word (AP) that the stock cannot cover was oversold: its reason
+    // says so. Its holds on the replica end with the decision.
+    let finalized = sqlx::query_as(
         "UPDATE orders AS o
-         SET status = d.status, reason = d.reason, updated_at = clock_timestamp()
+         SET status = d.status,
+             reason = CASE WHEN o.admitted_on_replica AND d.reason = 'insufficient_stock'
+                           THEN 'oversold_during_partition' ELSE d.reason END,
+             updated_at = clock_timestamp()
          FROM unnest($1::uuid[], $2::text[], $3::text[]) AS d(id, status, reason)
          WHERE o.id = d.id AND o.status = 'PENDING'
          RETURNING o.status, o.created_at",
@@ -268,6 +393,11 @@ pub async fn finalize(
     .bind(&ids)
     .bind(&statuses)
     .bind(&reasons)
-    .fetch_all(conn)
-    .await
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM stock_holds WHERE order_id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(finalized)
 }
