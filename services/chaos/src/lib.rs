@@ -7,6 +7,8 @@
 //!
 //! - **HTTP-aware toxics** on proxies with `"protocol": "http"` ([`http_proxy`]): `http_error` and
 //!   `http_latency` by path prefix and method, request by request on keep-alive and pipelined connections;
+//! - **Kafka links** on proxies with `"protocol": "kafka"` ([`kafka`]): the broker's advertised address in
+//!   its metadata answers is replaced by the proxy's, so each client stays on the link it started from;
 //! - **partitions by part name** ([`partition`]): `POST /partitions` cuts every link between two sides,
 //!   both directions, open and new connections, either holding the bytes (`hold`) or resetting (`reset`);
 //! - **a fault log** ([`events`]): `GET /events`, Prometheus counters, and a log line per hit naming the
@@ -22,6 +24,7 @@ pub mod config;
 pub mod events;
 pub mod faults;
 pub mod http_proxy;
+pub mod kafka;
 pub mod partition;
 pub mod proxy;
 pub mod pump;

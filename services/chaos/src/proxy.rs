@@ -10,6 +10,9 @@
 //! - On a proxy with `"protocol": "http"` the upstream side of the pumps is an in-memory pipe to an HTTP/1.1
 //!   relay ([`crate::http_proxy`]) that applies the HTTP toxics request by request; byte toxics and cuts
 //!   still act on the client's bytes.
+//! - On a proxy with `"protocol": "kafka"` the pumps copy bytes as for tcp, and read the Kafka frames on the
+//!   way so that the broker's answers naming its advertised address name this proxy instead
+//!   ([`crate::kafka`]). Toxics and cuts act exactly as on a tcp proxy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,8 +26,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::LinkFaults;
+use crate::kafka::Rewrite;
 use crate::partition::CutMode;
-use crate::pump::{Context, Ending, pump};
+use crate::pump::{Context, Ending, Plain, Transform, pump};
 use crate::toxic::Stream;
 
 /// What a proxy carries.
@@ -36,6 +40,9 @@ pub enum Protocol {
     Tcp,
     /// HTTP/1.1: byte toxics plus the per-request `http_error` and `http_latency`.
     Http,
+    /// Kafka: bytes like `tcp`, and the broker's advertised address in its metadata answers replaced by the
+    /// proxy's, so the clients that bootstrap through the proxy stay on it.
+    Kafka,
 }
 
 /// Connection ids, unique in the process (they name connections in the logs).
@@ -48,6 +55,8 @@ pub struct Link {
     pub upstream: String,
     pub protocol: Protocol,
     pub faults: watch::Receiver<Arc<LinkFaults>>,
+    /// A kafka proxy's rewrite of the advertised address (absent on other protocols).
+    pub kafka: Option<Rewrite>,
     metrics: LinkMetrics,
 }
 
@@ -65,6 +74,7 @@ impl Link {
         upstream: &str,
         protocol: Protocol,
         faults: watch::Receiver<Arc<LinkFaults>>,
+        kafka: Option<Rewrite>,
     ) -> Self {
         let link = || [("link", name.to_owned())];
         let bytes = |stream: &str| {
@@ -76,6 +86,7 @@ impl Link {
             upstream: upstream.to_owned(),
             protocol,
             faults,
+            kafka,
             metrics: LinkMetrics {
                 accepted: metrics::counter!("chaos_connections_total", &link()),
                 open: metrics::gauge!("chaos_open_connections", &link()),
@@ -168,12 +179,36 @@ async fn through_cuts_then_relay(
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let ending = match link.protocol {
-        Protocol::Tcp => {
+    let ending = match (link.protocol, &link.kafka) {
+        (Protocol::Kafka, Some(rewrite)) => {
+            let (requests, responses) = crate::kafka::session(rewrite.clone(), &link.name, id);
             let (server_read, server_write) = upstream.split();
-            relay(client, server_read, server_write, link, stop, id).await
+            let transforms = (requests, responses);
+            relay(
+                client,
+                server_read,
+                server_write,
+                link,
+                stop,
+                id,
+                transforms,
+            )
+            .await
         }
-        Protocol::Http => {
+        (Protocol::Tcp | Protocol::Kafka, _) => {
+            let (server_read, server_write) = upstream.split();
+            relay(
+                client,
+                server_read,
+                server_write,
+                link,
+                stop,
+                id,
+                (Plain, Plain),
+            )
+            .await
+        }
+        (Protocol::Http, _) => {
             let (near, far) = tokio::io::duplex(64 * 1024);
             let http = tokio::spawn(crate::http_proxy::serve(
                 far,
@@ -183,7 +218,16 @@ async fn through_cuts_then_relay(
                 id,
             ));
             let (server_read, server_write) = tokio::io::split(near);
-            let ending = relay(client, server_read, server_write, link, stop, id).await;
+            let ending = relay(
+                client,
+                server_read,
+                server_write,
+                link,
+                stop,
+                id,
+                (Plain, Plain),
+            )
+            .await;
             http.abort();
             return ending;
         }
@@ -194,18 +238,22 @@ async fn through_cuts_then_relay(
     ending
 }
 
-/// Runs both directions; a direction that closes or resets the connection stops the other.
-async fn relay<R, W>(
+/// Runs both directions, each through its transform (client → server, server → client); a direction that
+/// closes or resets the connection stops the other.
+async fn relay<R, W, U, D>(
     client: &mut TcpStream,
     server_read: R,
     server_write: W,
     link: &Link,
     stop: &CancellationToken,
     id: u64,
+    (upward, downward): (U, D),
 ) -> Ending
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    U: Transform,
+    D: Transform,
 {
     let (client_read, client_write) = client.split();
     let both = stop.child_token();
@@ -228,6 +276,7 @@ where
                 link.faults.clone(),
                 both.clone(),
                 context(Stream::Upstream, &link.metrics.upstream_bytes),
+                upward,
             )
             .await,
         )
@@ -240,6 +289,7 @@ where
                 link.faults.clone(),
                 both.clone(),
                 context(Stream::Downstream, &link.metrics.downstream_bytes),
+                downward,
             )
             .await,
         )

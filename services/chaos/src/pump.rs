@@ -6,7 +6,12 @@
 //! toxic, a `hold` cut) stops the reading at once: the bytes stay in the sender's socket buffers, as they
 //! would in a real network, and flow on when the hold goes. Delays apply per chunk in arrival order
 //! (a `latency` of 100 ms adds 100 ms to each request and each answer).
+//!
+//! A pump may pass what it reads through a [`Transform`] before the faults act on it: a `kafka` proxy's
+//! pumps read the Kafka frames and rewrite the broker's address ([`crate::kafka`]). Plain pumps use
+//! [`Plain`], which passes the chunk it was given, so their loop stays a plain copy.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -43,17 +48,44 @@ pub struct Context {
     pub bytes: metrics::Counter,
 }
 
-/// Copies `from` to `to` through the link's faults until one side ends.
-pub async fn pump<R, W>(
+/// What a pump makes of the bytes it reads, before the faults act on them.
+pub trait Transform: Send {
+    /// The bytes to pass on for `bytes`, just read: usually `bytes` themselves; fewer when some are held
+    /// back, more when bytes held before are released.
+    fn feed<'a>(&mut self, bytes: &'a [u8]) -> Cow<'a, [u8]>;
+
+    /// What is still held back when the sender closes its side (passed on before the close).
+    fn finish(&mut self) -> Vec<u8>;
+}
+
+/// Passes every chunk on as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl Transform for Plain {
+    #[inline]
+    fn feed<'a>(&mut self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        Cow::Borrowed(bytes)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+/// Copies `from` to `to`, through `transform` then the link's faults, until one side ends.
+pub async fn pump<R, W, T>(
     mut from: R,
     mut to: W,
     mut faults: watch::Receiver<Arc<LinkFaults>>,
     stop: CancellationToken,
     context: Context,
+    mut transform: T,
 ) -> Ending
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    T: Transform,
 {
     let mut decisions = Decisions::default();
     let mut passed: u64 = 0;
@@ -107,6 +139,13 @@ where
             },
         };
         if n == 0 {
+            let held = transform.finish();
+            if !held.is_empty() {
+                if let Err(ending) = write(&mut to, &held, &stop).await {
+                    return ending;
+                }
+                context.bytes.increment(held.len() as u64);
+            }
             if !effects.slow_close.is_zero()
                 && !nap(Instant::now() + effects.slow_close, &stop).await
             {
@@ -116,7 +155,12 @@ where
             return Ending::Eof;
         }
         let arrived = Instant::now();
-        let mut chunk = &buf[..n];
+        let fed = transform.feed(&buf[..n]);
+        if fed.is_empty() {
+            // All held back (part of a frame): read on.
+            continue;
+        }
+        let mut chunk: &[u8] = &fed;
         let mut close_after = false;
         if let Some(limit) = effects.limit {
             let left = usize::try_from(limit.saturating_sub(passed)).unwrap_or(usize::MAX);

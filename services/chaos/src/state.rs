@@ -49,7 +49,7 @@ pub enum ChaosError {
     CannotListen { listen: String, reason: String },
 }
 
-/// A proxy as the API shows it (Toxiproxy's shape plus `protocol`).
+/// A proxy as the API shows it (Toxiproxy's shape plus `protocol`, `advertised` and `cut_by`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProxyView {
     pub name: String,
@@ -58,6 +58,10 @@ pub struct ProxyView {
     pub upstream: String,
     pub enabled: bool,
     pub protocol: Protocol,
+    /// A kafka proxy's: the broker address it replaces by its own in the broker's answers (absent: the
+    /// upstream's address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised: Option<String>,
     /// Toxiproxy's toxic objects.
     #[schema(value_type = Vec<Object>)]
     pub toxics: Vec<Value>,
@@ -73,6 +77,8 @@ pub struct ProxyInput {
     pub upstream: Option<String>,
     pub enabled: Option<bool>,
     pub protocol: Option<Protocol>,
+    /// `host:port`; empty: none (the upstream's address).
+    pub advertised: Option<String>,
 }
 
 impl ProxyInput {
@@ -96,6 +102,7 @@ impl ProxyInput {
         let name = text("name");
         let listen = text("listen");
         let upstream = text("upstream");
+        let advertised = text("advertised");
         let enabled = match object.get("enabled") {
             None | Some(Value::Null) => None,
             Some(Value::Bool(b)) => Some(*b),
@@ -109,7 +116,7 @@ impl ProxyInput {
             Some(value) => match serde_json::from_value::<Protocol>(value.clone()) {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    problems.push(problem("protocol", "must be tcp or http"));
+                    problems.push(problem("protocol", "must be tcp, http or kafka"));
                     None
                 }
             },
@@ -128,6 +135,12 @@ impl ProxyInput {
         {
             problems.push(problem("listen", "must be host:port"));
         }
+        if let Some(advertised) = &advertised
+            && !advertised.is_empty()
+            && !is_host_port(advertised)
+        {
+            problems.push(problem("advertised", "must be host:port"));
+        }
         if problems.is_empty() {
             Ok(ProxyInput {
                 name,
@@ -135,6 +148,7 @@ impl ProxyInput {
                 upstream,
                 enabled,
                 protocol,
+                advertised,
             })
         } else {
             Err(ChaosError::InvalidProxy(problems))
@@ -150,12 +164,29 @@ impl ProxyInput {
         if self.upstream.as_deref().is_none_or(str::is_empty) {
             problems.push(problem("upstream", "missing required field"));
         }
+        if self.advertised().is_some() && self.protocol != Some(Protocol::Kafka) {
+            problems.push(advertised_needs_kafka());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ChaosError::InvalidProxy(problems))
         }
     }
+}
+
+impl ProxyInput {
+    /// The advertised address asked for (an empty one is none).
+    fn advertised(&self) -> Option<&str> {
+        self.advertised.as_deref().filter(|a| !a.is_empty())
+    }
+}
+
+fn advertised_needs_kafka() -> Problem {
+    problem(
+        "advertised",
+        "only a proxy with \"protocol\": \"kafka\" rewrites an advertised address",
+    )
 }
 
 fn is_host_port(text: &str) -> bool {
@@ -177,6 +208,8 @@ struct ProxyEntry {
     bound: Option<SocketAddr>,
     upstream: String,
     protocol: Protocol,
+    /// A kafka proxy's advertised address to rewrite (`None`: the upstream's).
+    advertised: Option<String>,
     enabled: bool,
     toxics: Vec<Arc<ActiveToxic>>,
     cuts: BTreeMap<String, Arc<Cut>>,
@@ -209,6 +242,7 @@ impl ProxyEntry {
             upstream: self.upstream.clone(),
             enabled: self.enabled,
             protocol: self.protocol,
+            advertised: self.advertised.clone(),
             toxics: self.toxics.iter().map(|t| t.toxic.to_json()).collect(),
             cut_by: self.cuts.keys().cloned().collect(),
         }
@@ -263,6 +297,7 @@ impl ProxyEntry {
             &self.upstream,
             self.protocol,
             self.faults.subscribe(),
+            self.kafka_rewrite(),
         ));
         self.accepting = Some(tokio::spawn(crate::proxy::run(
             listener,
@@ -272,6 +307,15 @@ impl ProxyEntry {
         self.running = Some(stop);
         tracing::info!(link = %self.name, listen = ?self.bound, upstream = %self.upstream, "proxy started");
         Ok(())
+    }
+
+    /// A kafka proxy's rewrite: the advertised address (or the upstream's) to the bound port.
+    fn kafka_rewrite(&self) -> Option<crate::kafka::Rewrite> {
+        let port = self.bound?.port();
+        let advertised = self.advertised.as_deref().unwrap_or(&self.upstream);
+        (self.protocol == Protocol::Kafka)
+            .then(|| crate::kafka::Rewrite::of(advertised, port))
+            .flatten()
     }
 
     /// Closes the listener and every open connection.
@@ -351,6 +395,7 @@ impl Chaos {
         registry: &mut Registry,
         input: ProxyInput,
     ) -> Result<ProxyView, ChaosError> {
+        let advertised = input.advertised().map(str::to_owned);
         let name = input.name.unwrap_or_default();
         let (faults, _) = watch::channel(Arc::new(LinkFaults::default()));
         let mut entry = ProxyEntry {
@@ -359,6 +404,7 @@ impl Chaos {
             bound: None,
             upstream: input.upstream.unwrap_or_default(),
             protocol: input.protocol.unwrap_or_default(),
+            advertised,
             enabled: input.enabled.unwrap_or(true),
             toxics: Vec::new(),
             cuts: BTreeMap::new(),
@@ -425,11 +471,22 @@ impl Chaos {
         let moved = input.listen.as_ref().is_some_and(|l| {
             *l != entry.listen && Some(l.as_str()) != entry.bound.map(|b| b.to_string()).as_deref()
         });
+        let protocol = input.protocol.unwrap_or(entry.protocol);
+        // An advertised address belongs to a kafka proxy: it goes when the protocol changes.
+        let advertised = match &input.advertised {
+            Some(_) => input.advertised().map(str::to_owned),
+            None if protocol == Protocol::Kafka => entry.advertised.clone(),
+            None => None,
+        };
+        if advertised.is_some() && protocol != Protocol::Kafka {
+            return Err(ChaosError::InvalidProxy(vec![advertised_needs_kafka()]));
+        }
         let retargeted = input
             .upstream
             .as_ref()
             .is_some_and(|u| *u != entry.upstream)
-            || input.protocol.is_some_and(|p| p != entry.protocol);
+            || protocol != entry.protocol
+            || advertised != entry.advertised;
         let enabled = input.enabled.unwrap_or(entry.enabled);
         if moved || retargeted {
             let was_running = entry.running.is_some();
@@ -438,6 +495,7 @@ impl Chaos {
                 entry.bound,
                 entry.upstream.clone(),
                 entry.protocol,
+                entry.advertised.clone(),
             );
             entry.stop();
             if let Some(listen) = input.listen.clone().filter(|_| moved) {
@@ -447,12 +505,17 @@ impl Chaos {
             if let Some(upstream) = input.upstream.clone() {
                 entry.upstream = upstream;
             }
-            if let Some(protocol) = input.protocol {
-                entry.protocol = protocol;
-            }
+            entry.protocol = protocol;
+            entry.advertised = advertised;
             if enabled && let Err(error) = entry.start().await {
                 // Put it back as it was: bad input changes nothing.
-                (entry.listen, entry.bound, entry.upstream, entry.protocol) = old;
+                (
+                    entry.listen,
+                    entry.bound,
+                    entry.upstream,
+                    entry.protocol,
+                    entry.advertised,
+                ) = old;
                 if was_running {
                     let _ = entry.start().await;
                 }
@@ -508,7 +571,8 @@ impl Chaos {
                 });
                 let same = same_listen
                     && input.upstream.as_deref() == Some(existing.upstream.as_str())
-                    && input.protocol.unwrap_or_default() == existing.protocol;
+                    && input.protocol.unwrap_or_default() == existing.protocol
+                    && input.advertised() == existing.advertised.as_deref();
                 if same {
                     views.push(existing.view());
                     continue;

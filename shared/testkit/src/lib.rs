@@ -402,7 +402,9 @@ impl PrivateBroker {
         (Self::start_advertising(port, tap.addr()).await, tap)
     }
 
-    async fn start_advertising(port: u16, advertised: SocketAddr) -> Self {
+    /// A broker listening on `port` (see [`unused_port`]) that tells its clients to reach it at `advertised`
+    /// (a relay or proxy in front of it, which must be running before this is called).
+    pub async fn start_advertising(port: u16, advertised: SocketAddr) -> Self {
         let mut broker = Self {
             port,
             advertised,

@@ -111,6 +111,10 @@ struct ProxyRequest {
     enabled: Option<bool>,
     /// Default `tcp`.
     protocol: Option<crate::proxy::Protocol>,
+    /// `kafka` only: the broker address (as the broker advertises it) to replace by this proxy's in the
+    /// broker's Metadata, FindCoordinator and DescribeCluster answers; absent or empty: `upstream`.
+    #[schema(pattern = "^(.+:[0-9]{1,5})?$", example = "127.0.0.1:17090")]
+    advertised: Option<String>,
 }
 
 /// Fields of a proxy to change; absent ones stay.
@@ -123,7 +127,11 @@ struct ProxyUpdate {
     #[schema(pattern = "^.+:[0-9]{1,5}$")]
     upstream: Option<String>,
     enabled: Option<bool>,
+    /// Changing it away from `kafka` drops `advertised`.
     protocol: Option<crate::proxy::Protocol>,
+    /// `kafka` only; empty: `upstream`.
+    #[schema(pattern = "^(.+:[0-9]{1,5})?$")]
+    advertised: Option<String>,
 }
 
 /// The toxic types.
@@ -177,7 +185,7 @@ async fn list_proxies(State(state): State<AppState>) -> axum::Json<Value> {
     axum::Json(json!(state.chaos.proxies().await))
 }
 
-/// Creates a proxy: `{"name", "listen"?, "upstream", "enabled"?, "protocol"?: "tcp"|"http"}`.
+/// Creates a proxy: `{"name", "listen"?, "upstream", "enabled"?, "protocol"?: "tcp"|"http"|"kafka", "advertised"?}`.
 #[utoipa::path(post, path = "/proxies", request_body = ProxyRequest,
     responses((status = 201, body = ProxyView), (status = 400, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
@@ -240,7 +248,7 @@ async fn show_proxy(
     Ok(axum::Json(state.chaos.proxy(&proxy).await?))
 }
 
-/// Changes `listen`, `upstream`, `enabled` or `protocol`.
+/// Changes `listen`, `upstream`, `enabled`, `protocol` or `advertised`.
 #[utoipa::path(method(post, patch), path = "/proxies/{proxy}", params(("proxy" = String, Path)), request_body = ProxyUpdate,
     responses((status = 200, body = ProxyView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
