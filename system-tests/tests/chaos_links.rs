@@ -1,6 +1,7 @@
 //! The chaos sidecar wired into the running stack (`cargo xtask up`): every link is proxied and carries its
-//! traffic; a fault on a link acts on the service behind it and heals; a sidecar killed and started again
-//! by `cargo xtask up` brings every link back with no fault.
+//! traffic; a fault on a link acts on the service behind it and heals; each service reaches Kafka through
+//! its own link, so a partition cuts one service from the broker and not the other; a sidecar killed and
+//! started again by `cargo xtask up` brings every link back with no fault.
 //!
 //! These tests break links the whole stack shares, so each runs alone (`.config/nextest.toml`).
 
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// The links `cargo xtask up` makes (xtask/src/stack/links.rs; docs/chaos.md).
-const LINKS: [&str; 21] = [
+const LINKS: [&str; 23] = [
     "order->orders-db",
     "order->coordinator",
     "order->config-1",
@@ -38,6 +39,8 @@ const LINKS: [&str; 21] = [
     "config-3->config-1",
     "config-3->config-2",
     "clients->kafka",
+    "order->kafka",
+    "inventory->kafka",
 ];
 
 /// Bytes a link has carried so far, both directions (from the sidecar's metrics).
@@ -88,6 +91,34 @@ async fn confirmed_order(http: &reqwest::Client, sku: &str) {
     .await;
 }
 
+/// Panics with what to do unless the running stack has the services' Kafka links and the services use them:
+/// a stack started before they existed has neither (restart it).
+async fn require_kafka_links(http: &reqwest::Client) {
+    let proxies = get_json(http, &format!("{}/proxies", chaos_url())).await;
+    for link in ["order->kafka", "inventory->kafka"] {
+        assert_eq!(
+            (&proxies[link]["protocol"], &proxies[link]["advertised"]),
+            (&json!("kafka"), &json!("127.0.0.1:17090")),
+            "the running sidecar has no kafka proxy {link}: the stack was started before the services' \
+             Kafka links existed; restart it (`cargo xtask down && cargo xtask up`)"
+        );
+    }
+    // Each service's consumer fetches all the time: a service on its link makes it carry bytes.
+    for link in ["order->kafka", "inventory->kafka"] {
+        let before = bytes(http, link).await;
+        let service = link.split("->").next().unwrap_or_default().to_owned();
+        eventually(
+            &format!(
+                "the {service} service to reach Kafka through {link} (a service started before the link \
+                 existed uses clients->kafka: restart the stack with `cargo xtask down && cargo xtask up`)"
+            ),
+            Duration::from_secs(15),
+            || async { (bytes(http, link).await > before).then_some(()) },
+        )
+        .await;
+    }
+}
+
 async fn ready(http: &reqwest::Client, url: &str) -> Option<(u16, Value)> {
     let response = http.get(format!("{url}/readyz")).send().await.ok()?;
     let status = response.status().as_u16();
@@ -104,25 +135,16 @@ async fn every_link_of_the_stack_is_proxied_and_carries_its_traffic() {
         let proxy = &proxies[link];
         assert_eq!(proxy["enabled"], true, "{link}: {proxies}");
     }
-    let before: Vec<u64> = futures::future::join_all(
-        [
-            "order->orders-db",
-            "inventory->inventory-db",
-            "clients->kafka",
-        ]
-        .map(|l| bytes(&http, l)),
-    )
-    .await;
-    let sku = seed(&http, 5).await;
-    confirmed_order(&http, &sku).await;
-    for (link, before) in [
+    let carried = [
         "order->orders-db",
         "inventory->inventory-db",
-        "clients->kafka",
-    ]
-    .into_iter()
-    .zip(before)
-    {
+        "order->kafka",
+        "inventory->kafka",
+    ];
+    let before: Vec<u64> = futures::future::join_all(carried.map(|l| bytes(&http, l))).await;
+    let sku = seed(&http, 5).await;
+    confirmed_order(&http, &sku).await;
+    for (link, before) in carried.into_iter().zip(before) {
         let after = bytes(&http, link).await;
         assert!(
             after > before,
@@ -202,6 +224,102 @@ async fn cutting_the_order_service_from_its_database_makes_it_unready_until_heal
     let cut = &events["events"][0];
     assert_eq!(cut["fault"]["name"], "order-db-cut");
     assert!(cut["ended_at"].is_string());
+}
+
+#[tokio::test]
+async fn cutting_the_order_service_from_kafka_holds_its_orders_while_the_inventory_keeps_its_link()
+{
+    require_stack(true);
+    require_chaos();
+    let http = http();
+    require_kafka_links(&http).await;
+    let sku = seed(&http, 5).await;
+    let partitions = format!("{}/partitions", chaos_url());
+    let made = http
+        .post(&partitions)
+        .json(&json!({"name": "order-kafka-cut", "sides": [["order"], ["kafka"]], "mode": "hold"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    // Whatever happens below, the partition is healed before the test ends: it would break every test after.
+    let cut = std::panic::AssertUnwindSafe(async {
+        assert_eq!(made["links"], json!(["order->kafka"]), "{made}");
+        let inventory_before = bytes(&http, "inventory->kafka").await;
+        let placed: Value = http
+            .post(format!("{}/orders", order_url()))
+            // Outbox by name: an order naming no mode may follow another default (2PC, or the CAP switch).
+            .json(&json!({"customer_id": "chaos", "mode": "outbox",
+                          "items": [{"sku": sku, "quantity": 1}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(placed["status"], "PENDING", "{placed}");
+        let url = format!("{}/orders/{}", order_url(), placed["id"].as_str().unwrap());
+        // Its event cannot leave the order service: the order stays PENDING (an order normally confirms
+        // within tens of milliseconds)…
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let order = get_json(&http, &url).await;
+            assert_eq!(
+                order["status"], "PENDING",
+                "the order went on although order->kafka is cut: {order}"
+            );
+        }
+        // …while the inventory service keeps its own link to the broker.
+        assert!(
+            bytes(&http, "inventory->kafka").await > inventory_before,
+            "inventory->kafka carried nothing during the order service's cut"
+        );
+        let (status, body) = ready(&http, &inventory_url()).await.unwrap();
+        assert_eq!(status, 200, "the inventory service lost Kafka too: {body}");
+        url
+    });
+    let outcome = futures::FutureExt::catch_unwind(cut).await;
+    let healed = http
+        .delete(format!("{partitions}/order-kafka-cut"))
+        .send()
+        .await
+        .unwrap();
+    let url = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    assert_eq!(healed.status(), 204);
+    // Healed: the held event flows on and the order is confirmed.
+    eventually(
+        "the held order to be confirmed after the heal",
+        Duration::from_secs(90),
+        || async { (get_json(&http, &url).await["status"] == "CONFIRMED").then_some(()) },
+    )
+    .await;
+    let events = get_json(
+        &http,
+        &format!("{}/events?link=order-%3Ekafka", chaos_url()),
+    )
+    .await;
+    let cut = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["fault"]["name"] == "order-kafka-cut")
+        .unwrap_or_else(|| panic!("no event of the cut on order->kafka: {events}"));
+    assert!(cut["connections"].as_u64().unwrap() >= 1, "{cut}");
+    assert!(cut["ended_at"].is_string(), "{cut}");
+    let inventory_events = get_json(
+        &http,
+        &format!("{}/events?link=inventory-%3Ekafka", chaos_url()),
+    )
+    .await;
+    assert!(
+        !inventory_events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["fault"]["name"] == "order-kafka-cut"),
+        "{inventory_events}"
+    );
 }
 
 #[tokio::test]

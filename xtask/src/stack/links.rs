@@ -2,15 +2,40 @@
 //! named `client->server` after the two parts it joins. Clients are configured with the proxy's port; the
 //! servers keep their own ports (so tests, benchmarks and people still reach them directly).
 //!
-//! Kafka is the exception that shares: a broker tells its clients one address to reach it (its advertised
-//! listener), so the broker advertises the proxy's address and every Kafka client — the services, the
-//! tests, the probes — goes through one link, `clients->kafka`. The sidecar's own link to the config
-//! service (for switches) is not proxied: breaking the switchboard with itself would be a trap.
+//! Kafka needs one more step: a broker tells every client the same address to reach it (its advertised
+//! listener), and clients connect there after their first metadata request. The broker advertises the
+//! `clients->kafka` proxy, which the tests and probes use. The order and inventory services each bootstrap
+//! through a link of their own (`order->kafka`, `inventory->kafka`), proxies with `"protocol": "kafka"`
+//! that replace the advertised address in the broker's answers by their own: each service stays on its
+//! link, so a partition can cut one service from the broker and not the other. The sidecar's own link to
+//! the config service (for switches) is not proxied: breaking the switchboard with itself would be a trap.
 
 use serde_json::{Value, json};
 
 /// The chaos sidecar's admin port.
 pub const CHAOS_PORT: u16 = 8474;
+
+/// What a link's proxy understands (the sidecar's `protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Bytes.
+    Tcp,
+    /// HTTP/1.1: the HTTP-aware toxics (`http_error`, `http_latency`) too.
+    Http,
+    /// Kafka: bytes, and the broker's advertised address (`clients->kafka`'s) in its answers replaced by the
+    /// proxy's own, so the client stays on this link.
+    Kafka,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+            Protocol::Kafka => "kafka",
+        }
+    }
+}
 
 /// One proxied link.
 #[derive(Debug, Clone, Copy)]
@@ -20,8 +45,7 @@ pub struct Link {
     pub port: u16,
     /// The server's real port.
     pub upstream: u16,
-    /// `http` links get the HTTP-aware toxics (`http_error`, `http_latency`).
-    pub http: bool,
+    pub protocol: Protocol,
 }
 
 const fn tcp(name: &'static str, port: u16, upstream: u16) -> Link {
@@ -29,7 +53,7 @@ const fn tcp(name: &'static str, port: u16, upstream: u16) -> Link {
         name,
         port,
         upstream,
-        http: false,
+        protocol: Protocol::Tcp,
     }
 }
 
@@ -38,9 +62,25 @@ const fn http(name: &'static str, port: u16, upstream: u16) -> Link {
         name,
         port,
         upstream,
-        http: true,
+        protocol: Protocol::Http,
     }
 }
+
+const fn kafka(name: &'static str, port: u16) -> Link {
+    Link {
+        name,
+        port,
+        upstream: KAFKA_PORT,
+        protocol: Protocol::Kafka,
+    }
+}
+
+/// The broker's own port.
+const KAFKA_PORT: u16 = 19092;
+
+/// The link whose address the broker advertises (see `Kind::Kafka` in `stack`): the clients with no link of
+/// their own (tests, probes) end up on it.
+pub const KAFKA_ADVERTISED: &str = "clients->kafka";
 
 /// Every link, by client.
 pub const LINKS: &[Link] = &[
@@ -64,7 +104,9 @@ pub const LINKS: &[Link] = &[
     http("config-2->config-3", 17043, 8093),
     http("config-3->config-1", 17044, 8091),
     http("config-3->config-2", 17045, 8092),
-    tcp("clients->kafka", 17090, 19092),
+    tcp(KAFKA_ADVERTISED, 17090, KAFKA_PORT),
+    kafka("order->kafka", 17091),
+    kafka("inventory->kafka", 17092),
 ];
 
 /// The proxy port of a link.
@@ -87,13 +129,17 @@ pub fn proxies_json() -> Value {
         LINKS
             .iter()
             .map(|l| {
-                json!({
+                let mut proxy = json!({
                     "name": l.name,
                     "listen": format!("127.0.0.1:{}", l.port),
                     "upstream": format!("127.0.0.1:{}", l.upstream),
                     "enabled": true,
-                    "protocol": if l.http { "http" } else { "tcp" },
-                })
+                    "protocol": l.protocol.as_str(),
+                });
+                if l.protocol == Protocol::Kafka {
+                    proxy["advertised"] = json!(address(KAFKA_ADVERTISED));
+                }
+                proxy
             })
             .collect(),
     )
@@ -102,7 +148,7 @@ pub fn proxies_json() -> Value {
 /// The environment that points a service at its links (the variables each service's `--help` names).
 pub fn service_env(binary: &str) -> Vec<(&'static str, String)> {
     let pg = |link: &str, db: &str| format!("postgres://postgres@{}/{db}", address(link));
-    let kafka = ("KAFKA_BROKERS", address("clients->kafka"));
+    let kafka = |link: &str| ("KAFKA_BROKERS", address(link));
     match binary {
         "distlab-order" => vec![
             ("DATABASE_URL", pg("order->orders-db", "orders")),
@@ -116,11 +162,11 @@ pub fn service_env(binary: &str) -> Vec<(&'static str, String)> {
                     .map(|l| format!("http://{}", address(l)))
                     .join(","),
             ),
-            kafka,
+            kafka("order->kafka"),
         ],
         "distlab-inventory" => vec![
             ("DATABASE_URL", pg("inventory->inventory-db", "inventory")),
-            kafka,
+            kafka("inventory->kafka"),
         ],
         "distlab-coordinator" => vec![
             ("DATABASE_URL", pg("coordinator->orders-db", "coordinator")),
@@ -179,5 +225,33 @@ mod tests {
             assert!(!service_env(binary).is_empty());
         }
         assert_eq!(config_peer_routes(2), "1=127.0.0.1:17042,3=127.0.0.1:17043");
+    }
+
+    #[test]
+    fn each_service_reaches_kafka_through_its_own_link_which_replaces_the_advertised_address() {
+        let brokers = |binary| {
+            service_env(binary)
+                .into_iter()
+                .find(|(name, _)| *name == "KAFKA_BROKERS")
+                .map(|(_, value)| value)
+        };
+        assert_eq!(brokers("distlab-order").as_deref(), Some("127.0.0.1:17091"));
+        assert_eq!(
+            brokers("distlab-inventory").as_deref(),
+            Some("127.0.0.1:17092")
+        );
+        let proxies = proxies_json();
+        let kafka: Vec<&Value> = proxies
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["protocol"] == "kafka")
+            .collect();
+        assert_eq!(kafka.len(), 2);
+        for proxy in kafka {
+            assert_eq!(proxy["upstream"], "127.0.0.1:19092");
+            assert_eq!(proxy["advertised"], "127.0.0.1:17090");
+        }
+        assert!(proxies[0].get("advertised").is_none());
     }
 }

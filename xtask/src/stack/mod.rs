@@ -343,7 +343,7 @@ impl Stack {
                 let cluster_id = distlab_testkit::tansu_cluster_id(&dir)?;
                 let listener = format!("tcp://127.0.0.1:{}", part.port);
                 // Clients are told to reach the broker through its chaos proxy (see `links`).
-                let advertised = format!("tcp://{}", links::address("clients->kafka"));
+                let advertised = format!("tcp://{}", links::address(links::KAFKA_ADVERTISED));
                 let mut command = Command::new(tansu);
                 command.current_dir(&self.state).args([
                     "broker",
