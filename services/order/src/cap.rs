@@ -155,8 +155,11 @@ pub async fn mark_responses(
         .headers_mut()
         .insert(HEADER, HeaderValue::from_static(mode.as_str()));
     for candidate in [CapMode::Cp, CapMode::Ap] {
-        metrics::gauge!("order_cap_mode", "mode" => candidate.as_str())
-            .set(if candidate == mode { 1.0 } else { 0.0 });
+        metrics::gauge!("order_cap_mode", "mode" => candidate.as_str()).set(if candidate == mode {
+            1.0
+        } else {
+            0.0
+        });
     }
     response
 }
@@ -187,6 +190,9 @@ mod tests {
         assert_eq!(switch.detail()["source"], "config_service");
         followed.simulate_value(5, &json!("CP"));
         assert_eq!(switch.current(), (CapMode::Cp, true));
-        assert_eq!(CapSwitch::fixed(CapMode::Ap).current(), (CapMode::Ap, false));
+        assert_eq!(
+            CapSwitch::fixed(CapMode::Ap).current(),
+            (CapMode::Ap, false)
+        );
     }
 }

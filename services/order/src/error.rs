@@ -36,7 +36,9 @@ pub enum OrderError {
     #[error("CP mode: {0}; refusing rather than answering from state that may be stale")]
     CpUnavailable(String),
     /// AP mode: the stock replica does not cover the order.
-    #[error("the stock replica shows {available} of {sku} available, fewer than the {wanted} ordered")]
+    #[error(
+        "the stock replica shows {available} of {sku} available, fewer than the {wanted} ordered"
+    )]
     ReplicaShortage {
         sku: String,
         available: i64,

@@ -41,8 +41,17 @@ pub fn router(state: AppState) -> Router {
         description = "Orders, placed by the outbox flow (and later 2PC)."
     ),
     paths(place_order, get_order, list_orders, crate::stock::get_stock),
-    components(schemas(PlaceOrder, ItemInput, Order, OrderList, Mode, Status, ErrorBody,
-        crate::stock::StockView, crate::cap::CapMode))
+    components(schemas(
+        PlaceOrder,
+        ItemInput,
+        Order,
+        OrderList,
+        Mode,
+        Status,
+        ErrorBody,
+        crate::stock::StockView,
+        crate::cap::CapMode
+    ))
 )]
 struct ApiDoc;
 

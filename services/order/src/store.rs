@@ -106,7 +106,10 @@ fn place_query<'q>(
     key: Option<&'q IdempotencyKey>,
     topic: &'q str,
     redeliver_after: std::time::Duration,
-) -> anyhow::Result<(Order, sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>)> {
+) -> anyhow::Result<(
+    Order,
+    sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+)> {
     let now = crate::orders::now();
     let placed = Order {
         id: Uuid::now_v7(),
