@@ -17,12 +17,13 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// The links `cargo xtask up` makes (xtask/src/stack/links.rs; docs/chaos.md).
-const LINKS: [&str; 23] = [
+const LINKS: [&str; 24] = [
     "order->orders-db",
     "order->coordinator",
     "order->config-1",
     "order->config-2",
     "order->config-3",
+    "order->inventory",
     "inventory->inventory-db",
     "coordinator->orders-db",
     "coordinator->order",

@@ -89,6 +89,7 @@ pub const LINKS: &[Link] = &[
     http("order->config-1", 17002, 8091),
     http("order->config-2", 17003, 8092),
     http("order->config-3", 17004, 8093),
+    http("order->inventory", 17005, 8082),
     tcp("inventory->inventory-db", 17010, 15433),
     tcp("coordinator->orders-db", 17020, 15432),
     http("coordinator->order", 17021, 8081),
@@ -163,6 +164,10 @@ pub fn service_env(binary: &str) -> Vec<(&'static str, String)> {
                     .join(","),
             ),
             kafka("order->kafka"),
+            (
+                "INVENTORY_URL",
+                format!("http://{}", address("order->inventory")),
+            ),
         ],
         "distlab-inventory" => vec![
             ("DATABASE_URL", pg("inventory->inventory-db", "inventory")),
