@@ -14,12 +14,14 @@
 #![allow(clippy::print_stdout, unreachable_pub)]
 
 mod bench;
+mod cap;
 mod chaos_bench;
 mod chaos_cli;
 mod config_bench;
 mod contracts;
 mod install;
 mod locks;
+mod report;
 mod stack;
 
 use std::process::ExitCode;
@@ -96,6 +98,9 @@ enum Command {
 enum Scenario {
     /// 秒杀: 1,000 buyers, 100 units, without a lock and with each lock backend.
     FlashSale(locks::FlashSaleArgs),
+    /// CAP: the order side's stock replica in CP and in AP mode under a real partition, checked from the
+    /// recorded history; plus the config service's minority reads.
+    Cap(cap::CapArgs),
 }
 
 fn main() -> ExitCode {
@@ -123,6 +128,9 @@ fn main() -> ExitCode {
         Command::Scenario {
             which: Scenario::FlashSale(args),
         } => locks::flash_sale(args),
+        Command::Scenario {
+            which: Scenario::Cap(args),
+        } => cap::scenario(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,8 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failed step should fail the test right there
 
+pub mod cap;
+pub mod cap_config;
 pub mod flash_sale;
 pub mod in_process;
 pub mod kafka_tap;
