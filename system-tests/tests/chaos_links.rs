@@ -468,6 +468,11 @@ async fn a_switch_set_on_the_sidecar_is_stored_in_the_config_service_and_followe
     let nodes: Vec<String> = (8091..=8093)
         .map(|p| format!("http://127.0.0.1:{p}"))
         .collect();
+    // cap_mode governs the stack's orders while it is set: put it back as it was at the end.
+    let endpoints = distlab_testkit::cap::Endpoints::local().await.unwrap();
+    let previous = distlab_testkit::cap::switch_value(&http, &endpoints)
+        .await
+        .unwrap();
     let follower = distlab_config_client::Follower::switch(nodes.clone(), "cap_mode").unwrap();
     let followed = follower.followed().clone();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -524,4 +529,7 @@ async fn a_switch_set_on_the_sidecar_is_stored_in_the_config_service_and_followe
         get_json(&http, &format!("{chaos}/switches/cap_mode")).await["value"],
         "CP"
     );
+    distlab_testkit::cap::restore_switch(&http, &endpoints, previous.as_deref())
+        .await
+        .unwrap();
 }
