@@ -62,6 +62,20 @@ async fn the_readme_walkthrough_confirms_an_order_on_the_running_stack() {
         (product["available"].as_i64(), product["reserved"].as_i64()),
         (Some(7), Some(3))
     );
+    // The order service tells the stock too: read through to the inventory while cap_mode is CP (the
+    // default), and says so.
+    let stock = http
+        .get(format!("{}/stock/{sku}", order_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stock.status(), 200);
+    assert_eq!(stock.headers()["x-distlab-cap-mode"], "CP");
+    let stock: Value = stock.json().await.unwrap();
+    assert_eq!(
+        (&stock["available"], &stock["source"], &stock["version"]),
+        (&json!(7), &json!("inventory"), &product["version"])
+    );
 
     // An order beyond the stock is REJECTED with the reason.
     let id = place(
