@@ -1,6 +1,6 @@
 //! `GET /stock/{sku}`: the stock of a SKU as the order side may tell it, by the CAP mode in force
 //! ([`crate::cap`]): in CP read through to the inventory (current, or 503 `cp_unavailable` within
-//! [`CP_DEADLINE`](crate::cap::CP_DEADLINE)); in AP from the replica, with its version and age.
+//! [`CP_DEADLINE`]); in AP from the replica, with its version and age.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
