@@ -5,9 +5,10 @@
 
 ALTER TABLE products ADD COLUMN stock_version bigint NOT NULL DEFAULT 0;
 
--- Every committed version of every SKU. `recorded_at` is taken after the product row was changed (its row
--- lock is held), so any transaction that starts reading the row later with `FOR SHARE` waits for this one
--- and sees this version or a newer one: the CAP scenario judges stale reads against this table.
+-- Every committed version of every SKU: the CAP scenario judges stale reads against this table. When a
+-- version became visible is its row's commit timestamp (`pg_xact_commit_timestamp(xmin)`, with
+-- `track_commit_timestamp = on`, as the local stack runs PostgreSQL); `recorded_at` is when the change was
+-- made, which for a 2PC branch can be long before its COMMIT PREPARED.
 CREATE TABLE stock_versions (
     sku         text NOT NULL,
     version     bigint NOT NULL,
@@ -71,3 +72,6 @@ $$;
 
 CREATE TRIGGER stock_feed_publish AFTER INSERT OR UPDATE ON products
     FOR EACH ROW EXECUTE FUNCTION stock_feed_publish();
+
+-- Products that exist already get their first version (and their first StockChanged) now.
+UPDATE products SET updated_at = now();

@@ -154,9 +154,9 @@ pub fn table(reports: &[Report]) -> String {
         let p = r.phase(Phase::Partition);
         format!("{} of {}", p.orders_accepted, p.orders)
     });
-    row("stale reads (all phases)", &|r| {
-        let reads: u64 = r.phases.values().map(|p| p.reads).sum();
-        format!("{} of {reads}", r.stale_reads())
+    row("stale reads (of the reads answered, all phases)", &|r| {
+        let answered: u64 = r.phases.values().map(|p| p.reads_available).sum();
+        format!("{} of {answered}", r.stale_reads())
     });
     row("most a read was behind the inventory", &|r| {
         let worst = r

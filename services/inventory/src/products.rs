@@ -104,12 +104,11 @@ pub async fn upsert(pool: &PgPool, sku: &str, input: &ProductInput) -> sqlx::Res
     .await
 }
 
-/// The product as last committed. `FOR SHARE` waits for a transaction that is changing the row right now,
-/// so a read never misses a version whose change had begun before the read did (the CAP scenario's
-/// stale-read check relies on it; see migrations/inventory/0003_stock_feed.sql).
+/// The product as last committed (a plain snapshot read: it never waits for a prepared 2PC branch that
+/// holds the row).
 pub async fn get(pool: &PgPool, sku: &str) -> sqlx::Result<Option<Product>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM products WHERE sku = $1 FOR SHARE"
+        "SELECT {COLUMNS} FROM products WHERE sku = $1"
     )))
     .bind(sku)
     .fetch_optional(pool)

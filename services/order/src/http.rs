@@ -101,6 +101,7 @@ fn idempotency_key(
                        Same key, other body: 422.")),
     responses((status = 202, body = Order), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 201, body = Order), (status = 409, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "AP: the stock replica does not know the SKU"),
         (status = 503, body = ErrorBody)))]
 async fn place_order(
     State(state): State<AppState>,
@@ -119,14 +120,21 @@ async fn place_order(
     let key = idempotency_key(&headers, &order)?;
     if order.mode == Mode::TwoPhaseCommit {
         if cap_set && cap_mode == CapMode::Cp {
-            return tokio::time::timeout(CP_DEADLINE, crate::two_phase::place(&state, order, key))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(OrderError::CpUnavailable(format!(
-                        "the inventory side did not reserve the order within {} ms",
-                        CP_DEADLINE.as_millis()
-                    )))
-                });
+            // The transaction runs on its own task: when the deadline answers the client, the 2PC goes on
+            // to its decision (and this service records it) instead of being dropped half-way.
+            let placing = {
+                let state = state.clone();
+                tokio::spawn(async move { crate::two_phase::place(&state, order, key).await })
+            };
+            return match tokio::time::timeout(CP_DEADLINE, placing).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(panicked)) => Err(OrderError::Unexpected(panicked.into())),
+                Err(_) => Err(OrderError::CpUnavailable(format!(
+                    "the inventory side did not reserve the order within {} ms (it may still be decided: \
+                     send an Idempotency-Key to retry safely)",
+                    CP_DEADLINE.as_millis()
+                ))),
+            };
         }
         return crate::two_phase::place(&state, order, key).await;
     }

@@ -190,7 +190,8 @@ pub async fn place_on_replica(
     // Lock the replica rows (in SKU order: admissions of overlapping orders queue, never deadlock), then
     // subtract what undecided AP orders hold.
     let replica: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT sku, available::bigint FROM stock_replica WHERE sku = ANY($1) ORDER BY sku FOR UPDATE",
+        "SELECT sku, available::bigint FROM stock_replica WHERE sku = ANY($1)
+         ORDER BY sku COLLATE \"C\" FOR UPDATE",
     )
     .bind(&skus)
     .fetch_all(&mut *tx)

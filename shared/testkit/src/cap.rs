@@ -89,7 +89,7 @@ impl Plan {
             // `reset`, not `hold`: a hold longer than the consumer session timeout (10 s) delivers a consumer's
             // held group requests after the heal, and tansu 0.6's group coordinator then keeps an evicted
             // member as the group's leader for good — the order service's consumer never gets its
-            // partitions again (docs/cap.md, "Limits").
+            // partitions again (docs/chaos.md, "Partitions by part name").
             cut: "reset".into(),
         }
     }
@@ -194,6 +194,8 @@ pub struct History {
     pub converged_after_heal: Option<f64>,
     /// Whether the drain finished (every order decided, no prepared transaction, replica converged).
     pub drained: bool,
+    /// Units the counter sold per SKU, from the inventory's own record (`stock_adjustments`).
+    pub counter_sales: Vec<(String, i64)>,
 }
 
 /// Where an operation falls.
@@ -269,7 +271,7 @@ pub struct Report {
     pub confirmed_beyond_stock: i64,
     /// Accepted orders missing from the database or not decided.
     pub lost_orders: u64,
-    /// Order ids accepted twice.
+    /// Orders of the run in the database beyond the orders requested (a placement applied twice).
     pub duplicated_orders: u64,
     /// Orders refused (503 or no answer) that the database holds anyway, decided (a 2PC order whose
     /// answer was cut off; its outcome is real).
@@ -335,12 +337,15 @@ pub fn check(history: &History) -> Report {
         .map(|p| (*p, PhaseStats::default()))
         .collect();
     let mut seconds: BTreeMap<i64, (u64, u64, f64)> = BTreeMap::new();
-    let mut sold: HashMap<&str, i64> = HashMap::new();
+    // What the counter sold, as the inventory recorded it (a sale whose answer the client missed still
+    // counts).
+    let sold: HashMap<&str, i64> = history
+        .counter_sales
+        .iter()
+        .map(|(sku, units)| (sku.as_str(), *units))
+        .collect();
     for op in &history.ops {
         if op.kind == Kind::Sale {
-            if op.accepted() {
-                *sold.entry(op.sku.as_str()).or_default() += 1;
-            }
             continue;
         }
         let stats = phases.entry(phase_of(history, op.start)).or_default();
@@ -387,7 +392,13 @@ pub fn check(history: &History) -> Report {
         oversold_orders: 0,
         confirmed_beyond_stock: 0,
         lost_orders: 0,
-        duplicated_orders: accepted_ids.values().filter(|n| **n > 1).count() as u64,
+        duplicated_orders: (history.orders.len() as u64).saturating_sub(
+            history
+                .ops
+                .iter()
+                .filter(|op| op.kind == Kind::Order)
+                .count() as u64,
+        ) + accepted_ids.values().filter(|n| **n > 1).count() as u64,
         refused_but_recorded: 0,
         units_sold_at_counter: sold.values().sum(),
         conservation_problems: Vec::new(),
@@ -651,6 +662,14 @@ pub async fn run(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()?;
+    let tracked: String = sqlx::query_scalar("SHOW track_commit_timestamp")
+        .fetch_one(&ep.inventory_db)
+        .await?;
+    anyhow::ensure!(
+        tracked == "on",
+        "inventory-db runs without track_commit_timestamp, which the stale-read check needs: restart the \
+         stack (cargo xtask down && cargo xtask up) to start it with the setting"
+    );
     heal(&http, ep).await?;
     switch_to(&http, ep, mode).await?;
     progress(&format!("cap_mode = {mode}; the order service follows it"));
@@ -716,7 +735,9 @@ async fn load_and_partition(
         let (http, ep, ops) = (http.clone(), ep.clone(), ops.clone());
         let (skus, tag) = (skus.to_vec(), tag.to_owned());
         loaders.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            // Half a period late, so that no arrival falls on a phase boundary.
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::from_std(start) + every / 2, every);
             let mut requests = tokio::task::JoinSet::new();
             for n in 0.. {
                 tick.tick().await;
@@ -805,8 +826,11 @@ async fn load_and_partition(
         }
     ));
 
+    // When each version became visible: its commit, not when its transaction wrote it (a 2PC branch
+    // writes at PREPARE and commits later).
     let versions: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT sku, version, recorded_at FROM stock_versions WHERE sku = ANY($1) ORDER BY sku, version",
+        "SELECT sku, version, pg_xact_commit_timestamp(xmin) FROM stock_versions
+         WHERE sku = ANY($1) ORDER BY sku, version",
     )
     .bind(skus)
     .fetch_all(&ep.inventory_db)
@@ -816,6 +840,12 @@ async fn load_and_partition(
             .bind(tag)
             .fetch_all(&ep.orders_db)
             .await?;
+    let counter_sales: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT sku, -sum(delta)::bigint FROM stock_adjustments WHERE sku = ANY($1) GROUP BY sku",
+    )
+    .bind(skus)
+    .fetch_all(&ep.inventory_db)
+    .await?;
     let final_stock: Vec<(String, i32, i32)> =
         sqlx::query_as("SELECT sku, available, reserved FROM products WHERE sku = ANY($1)")
             .bind(skus)
@@ -869,15 +899,19 @@ async fn load_and_partition(
             .collect(),
         converged_after_heal,
         drained,
+        counter_sales,
     })
 }
 
 async fn prepared_transactions(ep: &Endpoints) -> anyhow::Result<i64> {
     let mut total = 0;
     for pool in [&ep.orders_db, &ep.inventory_db] {
-        total += sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_prepared_xacts")
-            .fetch_one(pool)
-            .await?;
+        total += sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_prepared_xacts
+             WHERE database = current_database() AND gid LIKE 'distlab\\_%'",
+        )
+        .fetch_one(pool)
+        .await?;
     }
     Ok(total)
 }
@@ -975,6 +1009,7 @@ mod tests {
             final_stock: vec![stock],
             converged_after_heal: Some(0.4),
             drained: true,
+            counter_sales: vec![],
         }
     }
 
@@ -1037,6 +1072,10 @@ mod tests {
                 reserved: 0,
             },
         );
+        let h = History {
+            counter_sales: vec![("A".into(), 1)],
+            ..h
+        };
         let report = check(&h);
         let healthy = report.phase(Phase::Healthy);
         assert_eq!(

@@ -72,7 +72,7 @@ impl Stack {
         }
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_prepared_transactions=64 -c max_connections=200 \
-             -c shared_buffers=256MB -c fsync=on -c synchronous_commit=on \
+             -c shared_buffers=256MB -c fsync=on -c synchronous_commit=on -c track_commit_timestamp=on \
              -c shared_preload_libraries=pg_stat_statements",
             part.port,
             path_str(&dir)?
