@@ -135,7 +135,8 @@ async fn put_creates_then_resets_a_product() {
     let created: Value = created.json().await.unwrap();
     assert_eq!(
         created,
-        json!({"sku": "W-1", "name": "Widget", "price_cents": 250, "available": 7, "reserved": 0})
+        json!({"sku": "W-1", "name": "Widget", "price_cents": 250, "available": 7, "reserved": 0,
+               "version": 1})
     );
     sqlx::query("UPDATE products SET available = 4, reserved = 3 WHERE sku = 'W-1'")
         .execute(&app.db)
@@ -151,6 +152,8 @@ async fn put_creates_then_resets_a_product() {
     let reset: Value = reset.json().await.unwrap();
     assert_eq!(reset["available"], 10);
     assert_eq!(reset["reserved"], 0);
+    // Every change of the stock is a new version, whoever made it (here a raw UPDATE, then the PUT).
+    assert_eq!(reset["version"], 3);
 
     let list: Value = get_json(&app.http, &format!("{}/products", app.url)).await;
     assert_eq!(list["products"].as_array().unwrap().len(), 1);
