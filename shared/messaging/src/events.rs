@@ -64,7 +64,8 @@ impl Event for StockRejected {
     const TYPE: &'static str = "StockRejected";
 }
 
-/// A product's stock changed (the stock feed). `version` grows by one per change of one SKU, so a replica
+/// A product's stock changed (the stock feed: one per SKU per transaction, with the version it left).
+/// `version` only grows per SKU, so a replica
 /// applies an event only when it is newer than what it holds: in any order, any number of times.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockChanged {
