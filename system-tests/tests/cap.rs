@@ -10,7 +10,7 @@
 
 use distlab_testkit::cap::{self, Endpoints, Kind, Phase, Plan};
 use distlab_testkit::{http, order_url, require_chaos, require_stack};
-use serde_json::{Value, json};
+use serde_json::json;
 
 async fn endpoints() -> Endpoints {
     require_stack(true);
@@ -71,16 +71,8 @@ async fn the_switch_flips_a_running_order_service_both_ways_and_a_bad_value_chan
         "the order service to report the invalid switch value",
         std::time::Duration::from_secs(20),
         || async {
-            let ready: Value = http
-                .get(format!("{}/readyz", order_url()))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let cap = &ready["checks"]["cap"];
-            (cap["switch"]["invalid_value"].is_object()).then(|| cap.clone())
+            let cap = cap::cap_readiness(&http, &order_url()).await?;
+            cap["switch"]["invalid_value"].is_object().then_some(cap)
         },
     )
     .await;

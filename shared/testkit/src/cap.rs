@@ -522,19 +522,25 @@ pub async fn switch_to(http: &reqwest::Client, ep: &Endpoints, mode: &str) -> an
         Duration::from_secs(20),
         "the order service to follow cap_mode",
         || async {
-            let ready: Value = http
-                .get(format!("{}/readyz", ep.order))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let cap = &ready["checks"]["cap"];
+            let cap = cap_readiness(http, &ep.order).await?;
             (cap["cap_mode"] == mode && cap["governs_orders"] == true).then_some(())
         },
     )
     .await
+}
+
+/// What the order service at `order_url` shows of its CAP mode in `/readyz` (`checks.cap`); `None` while
+/// it does not answer.
+pub async fn cap_readiness(http: &reqwest::Client, order_url: &str) -> Option<Value> {
+    let ready: Value = http
+        .get(format!("{order_url}/readyz"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(ready["checks"]["cap"].clone())
 }
 
 /// The config service nodes of the local stack (`DISTLAB_CONFIG_URLS`, comma-separated, overrides).
@@ -583,15 +589,8 @@ pub async fn restore_switch(
                     Duration::from_secs(20),
                     "the order service to see the switch unset",
                     || async {
-                        let ready: Value = http
-                            .get(format!("{}/readyz", ep.order))
-                            .send()
-                            .await
-                            .ok()?
-                            .json()
-                            .await
-                            .ok()?;
-                        (ready["checks"]["cap"]["governs_orders"] == false).then_some(())
+                        let cap = cap_readiness(http, &ep.order).await?;
+                        (cap["governs_orders"] == false).then_some(())
                     },
                 )
                 .await;
