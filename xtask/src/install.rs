@@ -1,5 +1,6 @@
 //! Installs what the local stack needs: Debian packages when running as root (otherwise the exact command
-//! is printed), cargo-installed tools (tansu, cargo-nextest) and schemathesis from PyPI.
+//! is printed), cargo-installed tools (tansu, cargo-nextest) and schemathesis from PyPI; with the test
+//! tools, also the headless browser the browser tests drive (Debian's `chromium` and `chromium-driver`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,12 +42,26 @@ const PACKAGES: &[Package] = &[
     },
 ];
 
+/// Debian packages that only the tests need, installed with the test tools (`ensure_all(true)`, i.e.
+/// `cargo xtask test` and `cargo xtask install`) and not by `cargo xtask up`: the headless browser that
+/// [`distlab_testkit::browser`] drives through WebDriver.
+const TEST_PACKAGES: &[Package] = &[
+    Package {
+        name: "chromium",
+        provides: || Path::new(distlab_testkit::browser::CHROMIUM).is_file(),
+    },
+    Package {
+        name: "chromium-driver",
+        provides: || Path::new(distlab_testkit::browser::CHROMEDRIVER).is_file(),
+    },
+];
+
 /// The ZooKeeper server jar of Debian's `zookeeper` package.
 pub const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 
 /// Installs every missing package and tool, or fails with the command to run.
 pub fn ensure_all(with_test_tools: bool) -> anyhow::Result<()> {
-    ensure_packages()?;
+    ensure_packages(with_test_tools)?;
     ensure_tansu()?;
     if with_test_tools {
         ensure_nextest()?;
@@ -55,25 +70,32 @@ pub fn ensure_all(with_test_tools: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_packages() -> anyhow::Result<()> {
-    install_missing(|_| true)
+/// Installs the missing packages of [`PACKAGES`], and of [`TEST_PACKAGES`] with the test tools, in one
+/// `apt-get` run.
+fn ensure_packages(with_test_tools: bool) -> anyhow::Result<()> {
+    let mut wanted: Vec<&Package> = PACKAGES.iter().collect();
+    if with_test_tools {
+        wanted.extend(TEST_PACKAGES);
+    }
+    install_missing(&wanted)
 }
 
-/// Installs one package of [`PACKAGES`] if it is missing (a benchmark's own tool), or fails with the
-/// command to run.
+/// Installs one package of [`PACKAGES`] or [`TEST_PACKAGES`] if it is missing (a benchmark's own tool),
+/// or fails with the command to run.
 pub fn ensure_package(name: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        PACKAGES.iter().any(|p| p.name == name),
-        "{name} is not one of xtask's Debian packages"
-    );
-    install_missing(|p| p.name == name)
+    let package = PACKAGES
+        .iter()
+        .chain(TEST_PACKAGES)
+        .find(|p| p.name == name)
+        .with_context(|| format!("{name} is not one of xtask's Debian packages"))?;
+    install_missing(&[package])
 }
 
-/// Installs the packages of [`PACKAGES`] that `wanted` selects and that are missing.
-fn install_missing(wanted: impl Fn(&Package) -> bool) -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs those of `wanted` that are missing.
+fn install_missing(wanted: &[&Package]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
-        .filter(|p| wanted(p) && !(p.provides)())
+        .filter(|p| !(p.provides)())
         .map(|p| p.name)
         .collect();
     if missing.is_empty() {
@@ -91,9 +113,9 @@ fn install_missing(wanted: impl Fn(&Package) -> bool) -> anyhow::Result<()> {
     }
     println!("==> installing {}", missing.join(", "));
     run(Command::new("sh").args(["-c", &command])).context("apt-get install failed")?;
-    let still: Vec<&str> = PACKAGES
+    let still: Vec<&str> = wanted
         .iter()
-        .filter(|p| wanted(p) && !(p.provides)())
+        .filter(|p| !(p.provides)())
         .map(|p| p.name)
         .collect();
     anyhow::ensure!(

@@ -8,6 +8,8 @@
 //! - [`PrivateBroker`]: a tansu broker of the test's own, which the test may kill, wipe and start again, and
 //!   [`kafka_tap`], a relay in front of it that tells when a produce, fetch or commit goes through;
 //! - [`PrivateRedis`]: a Redis server of the test's own, to kill under RedLock;
+//! - [`browser`]: a headless Chromium driven through WebDriver (chromedriver), for pages and their scripts,
+//!   with their console errors;
 //! - [`eventually`]: polls a condition until a deadline — tests never sleep to wait;
 //! - [`raft_cluster`]: config-service nodes of the test's own, to kill, restart and partition;
 //! - [`linearizability`]: a Porcupine-style checker for histories of a key-value store;
@@ -15,6 +17,7 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failed step should fail the test right there
 
+pub mod browser;
 pub mod cap;
 pub mod cap_config;
 pub mod flash_sale;
