@@ -242,10 +242,60 @@ const LOOK_EVERY_WHEN_SUSPECT: Duration = Duration::from_secs(1);
 /// How long one look may wait for the broker.
 const LOOK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a stopping consumer waits to leave its group.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// The consumer's handle, closed on a thread of its own.
+///
+/// Closing a group consumer (revoke the assignment, leave the group) waits for the broker without a bound:
+/// rdkafka's `Drop` polls until librdkafka says it is closed (rust-rdkafka #509, #611). Done on a runtime
+/// thread, a broker that never answers wedges that thread — when a test ends, the runtime's shutdown drops the
+/// consumer's task, and a test that had passed never ended. So the last handle is always dropped on a thread
+/// of its own: [`IdempotentConsumer::run`] waits for it at most [`CLOSE_WAIT`], a dropped consumer not at all.
+struct ClosingConsumer(Option<Arc<StreamConsumer<RebalanceContext>>>);
+
+impl ClosingConsumer {
+    /// Starts closing the consumer on a thread of its own; the receiver hears when it is closed.
+    fn close(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let consumer = self.0.take()?;
+        let (done, closed) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-consumer-close".into())
+            .spawn(move || {
+                drop(consumer);
+                // Nobody listens when the consumer was dropped rather than stopped.
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => Some(closed),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a thread to close the consumer; closing it on this one");
+                None
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for ClosingConsumer {
+    type Target = Arc<StreamConsumer<RebalanceContext>>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("the consumer is used only before it is closed")
+    }
+}
+
+impl Drop for ClosingConsumer {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
 /// Consumes `topics` in a consumer group and applies each message once. See the module documentation.
 pub struct IdempotentConsumer<H: Handler> {
     pool: PgPool,
-    consumer: Arc<StreamConsumer<RebalanceContext>>,
+    consumer: ClosingConsumer,
     stats: ConsumerStats,
     handler: H,
     config: ConsumerConfig,
@@ -278,7 +328,7 @@ impl<H: Handler> IdempotentConsumer<H> {
         consumer.subscribe(&topics)?;
         Ok(Self {
             pool,
-            consumer: Arc::new(consumer),
+            consumer: ClosingConsumer(Some(Arc::new(consumer))),
             stats,
             handler,
             config,
@@ -291,7 +341,7 @@ impl<H: Handler> IdempotentConsumer<H> {
     }
 
     /// Consumes until `shutdown` is cancelled. Errors are logged and retried, never returned.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::info!(consumer = %self.config.name, topics = ?self.config.topics, "consumer started");
         let mut topics = kafka::TopicRepair::new(
             &self.config.brokers,
@@ -375,6 +425,14 @@ impl<H: Handler> IdempotentConsumer<H> {
             batch.clear();
         }
         tracing::info!(consumer = %self.config.name, "consumer stopped");
+        // Leave the group, so that the partitions go to another member at once — but not for longer than
+        // CLOSE_WAIT: a broker that does not answer must not hold up the service's shutdown.
+        if let Some(closed) = self.consumer.close()
+            && tokio::time::timeout(CLOSE_WAIT, closed).await.is_err()
+        {
+            tracing::warn!(consumer = %self.config.name, wait = ?CLOSE_WAIT,
+                "the consumer did not leave its group in time; it goes on closing in the background");
+        }
     }
 
     /// Applies a batch in one transaction.
@@ -502,7 +560,7 @@ impl<H: Handler> IdempotentConsumer<H> {
                 .look_failed(Some("cannot make sure the topics exist".into()));
             return false;
         }
-        let consumer = self.consumer.clone();
+        let consumer = Arc::clone(&self.consumer);
         let look =
             tokio::task::spawn_blocking(move || offsets::inspect(&consumer, LOOK_TIMEOUT)).await;
         let look = match look {
@@ -550,7 +608,7 @@ impl<H: Handler> IdempotentConsumer<H> {
     async fn go_back(&self, rewinds: Vec<offsets::Rewind>, watch: &mut BrokerWatch) -> bool {
         tracing::warn!(consumer = %self.config.name, ?rewinds,
             "the broker lost its data (another broker, or offsets beyond its log); reading those partitions again from their beginning");
-        let consumer = self.consumer.clone();
+        let consumer = Arc::clone(&self.consumer);
         let gone_back = tokio::task::spawn_blocking(move || {
             offsets::go_back(&consumer, &rewinds, LOOK_TIMEOUT)
         })

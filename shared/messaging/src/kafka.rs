@@ -161,7 +161,10 @@ pub async fn ensure_topics(
     if new_topics.is_empty() {
         return Ok(Vec::new());
     }
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // Both bounds: the broker's time to create, and the client's wait for any answer at all.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
     let results = admin
         .create_topics(&new_topics, &options)
         .await
