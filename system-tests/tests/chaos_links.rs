@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// The links `cargo xtask up` makes (xtask/src/stack/links.rs; docs/chaos.md).
-const LINKS: [&str; 24] = [
+const LINKS: [&str; 26] = [
     "order->orders-db",
     "order->coordinator",
     "order->config-1",
@@ -39,6 +39,8 @@ const LINKS: [&str; 24] = [
     "config-2->config-3",
     "config-3->config-1",
     "config-3->config-2",
+    "gateway->inventory",
+    "gateway->order",
     "clients->kafka",
     "order->kafka",
     "inventory->kafka",

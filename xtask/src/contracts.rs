@@ -19,9 +19,10 @@ const SERVICES: &[(&str, u16)] = &[
     ("coordinator", 8083),
     ("lock", 8084),
     ("config", 8091),
+    ("gateway", 8080),
 ];
 
-/// Test cases per operation and phase: about a thousand requests over the six services.
+/// Test cases per operation and phase: about a thousand requests over the seven services.
 const MAX_EXAMPLES: &str = "30";
 
 /// Runs schemathesis with all its checks against every service; fails naming the services whose document

@@ -105,6 +105,8 @@ pub const LINKS: &[Link] = &[
     http("config-2->config-3", 17043, 8093),
     http("config-3->config-1", 17044, 8091),
     http("config-3->config-2", 17045, 8092),
+    http("gateway->inventory", 17050, 8082),
+    http("gateway->order", 17051, 8081),
     tcp(KAFKA_ADVERTISED, 17090, KAFKA_PORT),
     kafka("order->kafka", 17091),
     kafka("inventory->kafka", 17092),
@@ -193,6 +195,13 @@ pub fn service_env(binary: &str) -> Vec<(&'static str, String)> {
                 ("ZOOKEEPER", address("lock->zookeeper")),
             ]
         }
+        "distlab-gateway" => vec![
+            (
+                "INVENTORY_URL",
+                format!("http://{}", address("gateway->inventory")),
+            ),
+            ("ORDER_URL", format!("http://{}", address("gateway->order"))),
+        ],
         _ => Vec::new(),
     }
 }
@@ -226,6 +235,7 @@ mod tests {
             "distlab-inventory",
             "distlab-coordinator",
             "distlab-lock",
+            "distlab-gateway",
         ] {
             assert!(!service_env(binary).is_empty());
         }

@@ -327,6 +327,10 @@ impl Stack {
                 .map(drop)
             }
             Kind::ConfigNode { id: 3 } => block_on(init_config_cluster()),
+            Kind::Service {
+                binary: "distlab-gateway",
+                ..
+            } => block_on(seed_shop()),
             _ => Ok(()),
         }
     }
@@ -632,4 +636,41 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
                 .expect("a tokio runtime can be built")
         })
         .block_on(future)
+}
+
+/// The storefront's products (the gateway shows the SKUs starting with `shop-`): name, price in cents,
+/// stock.
+pub const SHOP: &[(&str, &str, i64, i64)] = &[
+    ("shop-hoodie", "distlab hoodie", 5500, 200),
+    ("shop-mug", "Two-phase mug", 1200, 500),
+    ("shop-notebook", "Paxos notebook", 900, 300),
+    ("shop-poster", "CAP poster", 1500, 300),
+    ("shop-stickers", "Raft stickers", 300, 2000),
+    ("shop-tshirt", "Eventually consistent T-shirt", 2500, 400),
+];
+
+/// Creates the storefront's products that do not exist yet (existing ones keep their stock).
+async fn seed_shop() -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let inventory = "http://127.0.0.1:8082";
+    let mut created = Vec::new();
+    for (sku, name, price_cents, stock) in SHOP {
+        let url = format!("{inventory}/products/{sku}");
+        let found = http.get(&url).send().await?.status();
+        if found == reqwest::StatusCode::NOT_FOUND {
+            http.put(&url)
+                .json(
+                    &serde_json::json!({"name": name, "price_cents": price_cents, "stock": stock}),
+                )
+                .send()
+                .await?
+                .error_for_status()
+                .with_context(|| format!("cannot create the shop's product {sku}"))?;
+            created.push(*sku);
+        }
+    }
+    if !created.is_empty() {
+        println!("    shop          seeded {}", created.join(", "));
+    }
+    Ok(())
 }

@@ -143,4 +143,12 @@ pub const PARTS: &[Part] = &[
             package: "lock",
         },
     },
+    Part {
+        name: "gateway",
+        port: 8080,
+        kind: Kind::Service {
+            binary: "distlab-gateway",
+            package: "gateway",
+        },
+    },
 ];

@@ -1,0 +1,219 @@
+//! The gateway's two dependencies, each behind a time-out and a [`Breaker`].
+//!
+//! With `degrade=off` neither guard is used: a call waits up to [`UNGUARDED_TIMEOUT`] (the time-out every
+//! distlab service puts on a request), as a shop without BASE would.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::breaker::{Admission, Breaker};
+
+/// How long an unguarded call (`degrade=off`) may wait.
+pub const UNGUARDED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call to a dependency gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DepError {
+    #[error("{dependency}: the circuit breaker is open (not asked)")]
+    BreakerOpen { dependency: &'static str },
+    #[error("{dependency}: no answer within {after:?}")]
+    Timeout {
+        dependency: &'static str,
+        after: Duration,
+    },
+    #[error("{dependency}: unreachable ({reason})")]
+    Unreachable {
+        dependency: &'static str,
+        reason: String,
+    },
+    /// An answer that is not a success; `body` is the dependency's (JSON) body.
+    #[error("{dependency}: answered {status}")]
+    Status {
+        dependency: &'static str,
+        status: StatusCode,
+        body: Value,
+    },
+}
+
+impl DepError {
+    /// Whether the dependency itself is in trouble (counts against its breaker). A 4xx answer is the
+    /// caller's problem: the dependency works.
+    pub fn is_failure(&self) -> bool {
+        match self {
+            Self::BreakerOpen { .. } | Self::Timeout { .. } | Self::Unreachable { .. } => true,
+            Self::Status { status, .. } => status.is_server_error(),
+        }
+    }
+
+    /// Whether the dependency did not answer in time (an overload signal for the concurrency limit).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+}
+
+/// How a call is made: guarded (`auto`, `on`) or not (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The dependency's own time-out and its breaker.
+    Guarded,
+    /// [`UNGUARDED_TIMEOUT`], no breaker.
+    Unguarded,
+}
+
+/// One dependency: its base URL, time-out and breaker.
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    name: &'static str,
+    base_url: String,
+    timeout: Duration,
+    http: reqwest::Client,
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+impl Dependency {
+    pub fn new(
+        name: &'static str,
+        base_url: &str,
+        timeout: Duration,
+        http: reqwest::Client,
+    ) -> Self {
+        Self {
+            name,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            timeout,
+            http,
+            breaker: Arc::default(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// `GET {base}{path}`, decoded.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, guard: Guard) -> Result<T, DepError> {
+        let request = self.http.get(format!("{}{path}", self.base_url));
+        self.call(request, guard).await
+    }
+
+    /// `POST {base}{path}` with a JSON body and extra headers, decoded; a 4xx answer is an error that
+    /// carries the dependency's body.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+        guard: Guard,
+    ) -> Result<T, DepError> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.call(request, guard).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        guard: Guard,
+    ) -> Result<T, DepError> {
+        let timeout = match guard {
+            Guard::Guarded => {
+                let admission = self.lock().admit(Instant::now());
+                if let Admission::Refused { .. } = admission {
+                    metrics::counter!("gateway_breaker_refusals_total", "dependency" => self.name)
+                        .increment(1);
+                    return Err(DepError::BreakerOpen {
+                        dependency: self.name,
+                    });
+                }
+                self.timeout
+            }
+            Guard::Unguarded => UNGUARDED_TIMEOUT,
+        };
+        let result = self.send(request.timeout(timeout), timeout).await;
+        if guard == Guard::Guarded {
+            let failed = result.as_ref().err().is_some_and(DepError::is_failure);
+            let mut breaker = self.lock();
+            let was_open = breaker.is_open();
+            breaker.record(Instant::now(), !failed);
+            let open = breaker.is_open();
+            drop(breaker);
+            if open != was_open {
+                tracing::warn!(
+                    dependency = self.name,
+                    open,
+                    "circuit breaker {}",
+                    if open { "opened" } else { "closed" }
+                );
+            }
+            metrics::gauge!("gateway_breaker_open", "dependency" => self.name).set(if open {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        result
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, DepError> {
+        let failed = |error: reqwest::Error| {
+            if error.is_timeout() {
+                DepError::Timeout {
+                    dependency: self.name,
+                    after: timeout,
+                }
+            } else {
+                DepError::Unreachable {
+                    dependency: self.name,
+                    reason: error.to_string(),
+                }
+            }
+        };
+        let response = request.send().await.map_err(failed)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.json::<Value>().await.unwrap_or(Value::Null);
+            return Err(DepError::Status {
+                dependency: self.name,
+                status,
+                body,
+            });
+        }
+        response.json::<T>().await.map_err(failed)
+    }
+
+    /// Whether the breaker refuses calls now.
+    pub fn is_open(&self) -> bool {
+        self.lock().is_open()
+    }
+
+    /// `/readyz` detail of this dependency.
+    pub fn detail(&self) -> Value {
+        let breaker = self.lock();
+        json!({
+            "url": self.base_url,
+            "timeout_ms": self.timeout.as_millis(),
+            "breaker": breaker.state_name(),
+            "open_for_ms": breaker.opened_at().map(|at| at.elapsed().as_millis()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        // A panic while holding this lock cannot leave the breaker half-updated: take it anyway.
+        self.breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
