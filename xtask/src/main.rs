@@ -10,9 +10,11 @@
 //! - `chaos list|partition|heal|latency|http-error|disable|enable|events|reset`: break and heal links of
 //!   the running stack through the chaos sidecar, without writing JSON.
 //! - `scenario flash-sale`: the lock service's 秒杀 scenario against the running stack.
+//! - `scenario base`: the storefront gateway past its capacity, with and without BASE degradation.
 
 #![allow(clippy::print_stdout, unreachable_pub)]
 
+mod base;
 mod bench;
 mod cap;
 mod chaos_bench;
@@ -101,6 +103,9 @@ enum Scenario {
     /// CAP: the order side's stock replica in CP and in AP mode under a real partition, checked from the
     /// recorded history; plus the config service's minority reads.
     Cap(cap::CapArgs),
+    /// BASE: the storefront gateway driven to 3× its measured capacity by an open-model load, with
+    /// degrade=auto, with degrade=off, and with the inventory cut off; side by side, with a chart.
+    Base(base::BaseArgs),
 }
 
 fn main() -> ExitCode {
@@ -131,6 +136,9 @@ fn main() -> ExitCode {
         Command::Scenario {
             which: Scenario::Cap(args),
         } => cap::scenario(args),
+        Command::Scenario {
+            which: Scenario::Base(args),
+        } => base::scenario(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

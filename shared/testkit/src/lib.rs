@@ -13,10 +13,12 @@
 //! - [`eventually`]: polls a condition until a deadline — tests never sleep to wait;
 //! - [`raft_cluster`]: config-service nodes of the test's own, to kill, restart and partition;
 //! - [`linearizability`]: a Porcupine-style checker for histories of a key-value store;
-//! - [`flash_sale`]: the 秒杀 scenario, shared by its test and `cargo xtask scenario flash-sale`.
+//! - [`flash_sale`]: the 秒杀 scenario, shared by its test and `cargo xtask scenario flash-sale`;
+//! - [`base`]: the BASE experiment's open-model schedule and judging, for `cargo xtask scenario base`.
 
 #![allow(clippy::unwrap_used)] // test support: a failed step should fail the test right there
 
+pub mod base;
 pub mod browser;
 pub mod cap;
 pub mod cap_config;
