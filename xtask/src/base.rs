@@ -7,8 +7,10 @@
 //!
 //! 1. Preconditions: the gateway answers `/readyz`; the SKUs of the scenario are seeded at the inventory
 //!    with enough stock for every checkout of the run.
-//! 2. Capacity: `degrade=off`, closed-loop clients fetch the full catalog page `GET /` for a few seconds;
-//!    the capacity `C` is the full pages completed per second.
+//! 2. Capacity: `degrade=off`, closed-loop clients fetch the full catalog page `GET /` for a few seconds,
+//!    in steps that double the clients while the pages/s still grow by 10 % (a page that waits on its
+//!    dependencies is served faster by more clients, until the CPU is full); the capacity `C` is the most
+//!    full pages completed per second of any step.
 //! 3. Each run: the `degrade` switch is set through the chaos sidecar and the scenario waits until the
 //!    gateway's answers carry the new `x-distlab-degrade-mode`; the partition (if any) is made; the
 //!    schedule — a ramp to `factor × C`, then a hold — is played: every request launched at its time on
@@ -50,11 +52,15 @@ pub struct BaseArgs {
     /// Skip the capacity measurement and take this many full catalog pages per second.
     #[arg(long)]
     capacity: Option<f64>,
-    /// Closed-loop clients of the capacity measurement.
-    #[arg(long, default_value_t = 16)]
+    /// Closed-loop clients of the capacity measurement's first step; each further step doubles them.
+    #[arg(long, default_value_t = 8)]
     capacity_clients: usize,
-    /// Seconds of the capacity measurement (after one second of warm-up).
-    #[arg(long, default_value_t = 5.0)]
+    /// At most this many steps: the measurement stops at the first step that adds less than 10 % to the
+    /// pages/s of the one before, and the capacity is the most any step served.
+    #[arg(long, default_value_t = 4)]
+    capacity_steps: usize,
+    /// Seconds of each step of the capacity measurement (after one second of warm-up).
+    #[arg(long, default_value_t = 4.0)]
     capacity_seconds: f64,
     /// The hold's rate, in multiples of the capacity.
     #[arg(long, default_value_t = 3.0)]
@@ -88,7 +94,8 @@ pub struct BaseArgs {
     /// timeouts) or reset (a rejecting firewall: they fail at once).
     #[arg(long, default_value = "hold")]
     cut: String,
-    /// A quick run to try the scenario out: 2 s capacity, 4 s ramp, 6 s hold (overrides those flags).
+    /// A quick run to try the scenario out: 2 s per capacity step, 4 s ramp, 6 s hold (overrides those
+    /// flags).
     #[arg(long)]
     short: bool,
 }
@@ -105,7 +112,10 @@ struct Endpoints {
 #[derive(Debug, Clone, Default)]
 struct Capacity {
     pages_per_second: f64,
+    /// The clients of the step that served the most.
     clients: usize,
+    /// Every step: clients, full pages/s.
+    steps: Vec<(usize, f64)>,
     seconds: f64,
     p50: Option<f64>,
     p99: Option<f64>,
@@ -167,8 +177,8 @@ pub fn scenario(args: BaseArgs) -> anyhow::Result<()> {
         "--cut is hold or reset"
     );
     anyhow::ensure!(
-        args.skus > 0 && args.capacity_clients > 0,
-        "--skus and --capacity-clients: at least 1"
+        args.skus > 0 && args.capacity_clients > 0 && (1..=8).contains(&args.capacity_steps),
+        "--skus and --capacity-clients: at least 1; --capacity-steps: 1 to 8"
     );
     if let Some(capacity) = args.capacity {
         anyhow::ensure!(capacity > 0.0, "--capacity must be positive");
@@ -186,6 +196,8 @@ pub fn scenario(args: BaseArgs) -> anyhow::Result<()> {
             .build()?;
         preconditions(&control, &ep, runs.iter().any(|r| r.partitioned)).await?;
         let previous = switch_value(&control, &ep.chaos, "degrade").await?;
+        // What the gateway follows while the switch is unset (its DEGRADE), to wait for when unsetting it.
+        let initial_mode = gateway_mode(&control, &ep).await;
         let cap_mode = switch_value(&control, &ep.chaos, "cap_mode").await?;
         // A partition left behind by an interrupted run would falsify every number.
         heal(&control, &ep).await?;
@@ -201,17 +213,20 @@ pub fn scenario(args: BaseArgs) -> anyhow::Result<()> {
 
         // Whatever happened: healed, and the switch as it was.
         let healed = heal(&control, &ep).await;
-        let restored = restore_degrade(&control, &ep, previous.as_deref()).await;
+        let restored = restore_degrade(
+            &control,
+            &ep,
+            previous.as_deref(),
+            initial_mode.as_deref().unwrap_or("auto"),
+        )
+        .await;
         eprintln!(
             "  degrade restored to {}{}",
-            previous
-                .as_deref()
-                .unwrap_or("unset (the gateway's default, auto)"),
+            previous.as_deref().unwrap_or("unset"),
             if restored.is_ok() { "" } else { " — FAILED" }
         );
+        // The runs' report is written even when the clean-up failed; the failure is the exit status.
         let (capacity, plan, results) = outcome?;
-        healed?;
-        restored?;
 
         let report = markdown(&args, &capacity, &plan, &results, cap_mode.as_deref());
         println!("{report}");
@@ -227,7 +242,8 @@ pub fn scenario(args: BaseArgs) -> anyhow::Result<()> {
             reports_dir.join("base.svg").display(),
             reports_dir.join("base-ops.csv").display()
         );
-        Ok(())
+        healed?;
+        restored
     })
 }
 
@@ -293,11 +309,42 @@ async fn experiment(
         },
         None => {
             eprintln!(
-                "==> capacity: degrade=off, {} closed-loop clients on GET / for {} s",
-                args.capacity_clients, args.capacity_seconds
+                "==> capacity: degrade=off, closed-loop clients on GET /, {} s per step from {} clients, \
+                 doubling while the pages/s grow by 10 %",
+                args.capacity_seconds, args.capacity_clients
             );
-            let client = load_client(timeout, args.capacity_clients)?;
-            measure_capacity(&client, ep, args.capacity_clients, args.capacity_seconds).await?
+            let most = args.capacity_clients << (args.capacity_steps.max(1) - 1);
+            let client = load_client(timeout, most)?;
+            let mut steps: Vec<(usize, f64)> = Vec::new();
+            let mut best: Option<Capacity> = None;
+            let mut clients = args.capacity_clients;
+            for _ in 0..args.capacity_steps.max(1) {
+                let step = measure_capacity(&client, ep, clients, args.capacity_seconds).await?;
+                eprintln!(
+                    "  {clients} clients: {:.0} full pages/s (p50 {}, p99 {})",
+                    step.pages_per_second,
+                    ms(step.p50),
+                    ms(step.p99)
+                );
+                let grew = steps
+                    .last()
+                    .is_none_or(|&(_, before)| step.pages_per_second >= before * 1.1);
+                steps.push((clients, step.pages_per_second));
+                if best
+                    .as_ref()
+                    .is_none_or(|b| step.pages_per_second > b.pages_per_second)
+                {
+                    best = Some(step);
+                }
+                if !grew {
+                    break;
+                }
+                clients *= 2;
+            }
+            Capacity {
+                steps,
+                ..best.unwrap_or_default()
+            }
         }
     };
     anyhow::ensure!(
@@ -640,6 +687,7 @@ async fn measure_capacity(
     Ok(Capacity {
         pages_per_second: latencies.len() as f64 / seconds,
         clients,
+        steps: vec![(clients, latencies.len() as f64 / seconds)],
         seconds,
         p50: base::quantile(&latencies, 0.5),
         p99: base::quantile(&latencies, 0.99),
@@ -701,20 +749,29 @@ async fn switch_value(
     Ok(shown["value"].as_str().map(str::to_owned))
 }
 
-/// The `x-distlab-degrade-mode` the gateway's answers carry now (`None`: no answer, or no header).
+/// The `x-distlab-degrade-mode` the gateway's answers carry now (`None`: no answer, or no header). Asked
+/// of `/static/app.js`: a route of the gateway's own that touches no dependency (the shared `/readyz`
+/// lies outside the layer that adds the header), then of `/readyz` in case it carries it too.
 async fn gateway_mode(http: &reqwest::Client, ep: &Endpoints) -> Option<String> {
-    let answer = http
-        .get(format!("{}/readyz", ep.gateway))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    answer
-        .headers()
-        .get("x-distlab-degrade-mode")?
-        .to_str()
-        .ok()
-        .map(str::to_owned)
+    for path in ["/static/app.js", "/readyz"] {
+        let Ok(answer) = http
+            .get(format!("{}{path}", ep.gateway))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let mode = answer
+            .headers()
+            .get("x-distlab-degrade-mode")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if mode.is_some() {
+            return mode;
+        }
+    }
+    None
 }
 
 /// Waits (at most 20 s) until the gateway's answers carry `x-distlab-degrade-mode: value`.
@@ -754,12 +811,13 @@ async fn set_degrade(http: &reqwest::Client, ep: &Endpoints, value: &str) -> any
     wait_for_mode(http, ep, value).await
 }
 
-/// Puts `degrade` back: the value it had, or no key at all (the gateway then follows the switch's
-/// default, auto).
+/// Puts `degrade` back: the value it had, or no key at all (the gateway then falls back to its own
+/// DEGRADE, `unset_mode`, which it showed before the scenario began).
 async fn restore_degrade(
     http: &reqwest::Client,
     ep: &Endpoints,
     previous: Option<&str>,
+    unset_mode: &str,
 ) -> anyhow::Result<()> {
     if let Some(value) = previous {
         return set_degrade(http, ep, value).await;
@@ -769,7 +827,7 @@ async fn restore_degrade(
     for node in distlab_testkit::cap::config_urls() {
         match http.delete(format!("{node}/v1/kv/{key}")).send().await {
             Ok(answer) if answer.status().is_success() || answer.status() == 404 => {
-                return wait_for_mode(http, ep, "auto").await;
+                return wait_for_mode(http, ep, unset_mode).await;
             }
             Ok(answer) => last_error = format!("{node} answered {}", answer.status()),
             Err(error) => last_error = format!("{node}: {error}"),
@@ -1073,13 +1131,20 @@ fn markdown(
             capacity.pages_per_second
         );
     } else {
+        let steps: Vec<String> = capacity
+            .steps
+            .iter()
+            .map(|(clients, pages)| format!("{clients} clients {pages:.0}/s"))
+            .collect();
         let _ = writeln!(
             out,
-            "Capacity of the full catalog page (`GET /`, degrade=off, {} closed-loop clients, {} s): \
-             **{:.0} pages/s** (p50 {}, p99 {}; {} answers that were no full page).",
-            capacity.clients,
+            "Capacity of the full catalog page (`GET /`, degrade=off, closed-loop clients doubled while the \
+             pages/s grew by 10 %, {} s per step: {}): **{:.0} pages/s** at {} clients (p50 {}, p99 {}; {} \
+             answers that were no full page).",
             capacity.seconds,
+            steps.join(", "),
             capacity.pages_per_second,
+            capacity.clients,
             ms(capacity.p50),
             ms(capacity.p99),
             capacity.other
