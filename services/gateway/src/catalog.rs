@@ -55,6 +55,11 @@ impl Catalog {
         }
     }
 
+    /// The SKU prefix of the shop's products.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn inventory(&self) -> &Dependency {
         &self.inventory
     }
@@ -114,22 +119,27 @@ struct Line {
 /// How many of the latest confirmed orders the bestsellers panel counts.
 pub const BESTSELLER_WINDOW: u32 = 200;
 
-/// The non-core panel: the most sold SKUs among the latest confirmed orders (asked on every full page —
-/// this is what makes a full page dear, and what goes first under pressure).
-pub async fn bestsellers(orders: &Dependency, guard: Guard) -> Result<Vec<Bestseller>, DepError> {
+/// The non-core panel: the shop's most sold SKUs (those starting with `prefix`) among the latest confirmed
+/// orders (asked on every full page — this is what makes a full page dear, and what goes first under
+/// pressure).
+pub async fn bestsellers(
+    orders: &Dependency,
+    prefix: &str,
+    guard: Guard,
+) -> Result<Vec<Bestseller>, DepError> {
     let list: OrderList = orders
         .get(
             &format!("/orders?status=CONFIRMED&limit={BESTSELLER_WINDOW}"),
             guard,
         )
         .await?;
-    Ok(rank(
-        list.orders
-            .iter()
-            .flat_map(|o| &o.items)
-            .map(|l| (l.sku.as_str(), l.quantity)),
-        5,
-    ))
+    let lines = list
+        .orders
+        .iter()
+        .flat_map(|o| &o.items)
+        .filter(|l| l.sku.starts_with(prefix))
+        .map(|l| (l.sku.as_str(), l.quantity));
+    Ok(rank(lines, 5))
 }
 
 /// The `top` SKUs by units sold (ties by SKU).

@@ -38,7 +38,6 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let switch = state.switch.clone();
     Router::new()
         .route("/", get(catalog_page))
         .route("/products/{sku}", get(product_page))
@@ -49,7 +48,6 @@ pub fn router(state: AppState) -> Router {
         .route("/static/app.js", get(script))
         .layer(axum::extract::DefaultBodyLimit::max(FORM_LIMIT))
         .with_state(Arc::new(state))
-        .layer(axum::middleware::from_fn_with_state(switch, mark_mode))
 }
 
 #[derive(OpenApi)]
@@ -67,8 +65,9 @@ pub fn openapi() -> Value {
     serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
 }
 
-/// Middleware: names the degrade mode in force on every response and keeps its gauge current.
-async fn mark_mode(State(switch): State<DegradeSwitch>, request: Request, next: Next) -> Response {
+/// Middleware (around every route, `/healthz` and the 404 included): names the degrade mode in force on
+/// every response and keeps its gauge current.
+pub async fn mark_mode(State(switch): State<DegradeSwitch>, request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let mode = switch.current();
     response
@@ -198,7 +197,9 @@ async fn optional_bestsellers(
     guard: Guard,
 ) -> Result<Option<Vec<Bestseller>>, DepError> {
     if wanted {
-        catalog::bestsellers(&state.orders, guard).await.map(Some)
+        catalog::bestsellers(&state.orders, state.catalog.prefix(), guard)
+            .await
+            .map(Some)
     } else {
         Ok(None)
     }
@@ -331,9 +332,13 @@ async fn place_order(
             );
         }
     };
-    // A product the shop does not sell is refused here, before anything is placed (a catalog not yet
-    // read lets the order service decide).
-    if let Some(snapshot) = state.catalog.last_known()
+    // A product the shop does not sell is refused here, before anything is placed (only a catalog that
+    // cannot be read at all lets the order service decide).
+    let known = match state.catalog.last_known() {
+        Some(snapshot) => Some(snapshot),
+        None => state.catalog.live(guard(mode)).await.ok(),
+    };
+    if let Some(snapshot) = known
         && snapshot.find(&checkout.sku).is_none()
     {
         return page(

@@ -87,7 +87,11 @@ impl Application {
                 openapi: http::openapi(),
                 readiness,
             },
-        );
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            switch.clone(),
+            http::mark_mode,
+        ));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -181,7 +181,12 @@ pub fn catalog(
                 aside #bestsellers {
                     h2 { "Bestsellers" }
                     @if bestsellers.is_empty() { p { "Nothing sold yet." } }
-                    ol { @for b in bestsellers { li data-sku=(b.sku) { (b.sku) " — " (b.units) " sold" } } }
+                    ol {
+                        @for b in bestsellers {
+                            @let name = snapshot.and_then(|s| s.find(&b.sku)).map_or(b.sku.as_str(), |p| p.name.as_str());
+                            li data-sku=(b.sku) { a href={ "/products/" (b.sku) } { (name) } " — " (b.units) " sold" }
+                        }
+                    }
                 }
             }
         },
@@ -210,7 +215,7 @@ pub fn product(
                     input type="hidden" name="idempotency_key" value=(idempotency_key);
                     label { "Quantity " input #quantity type="number" name="quantity" value="1" min="1" max="1000" required; }
                     label { "Your name " input #customer type="text" name="customer_id" value="guest"
-                        pattern="[A-Za-z0-9._-]{1,64}" required; }
+                        pattern="[A-Za-z0-9._\\-]{1,64}" required; }
                     button #buy type="submit" { "Buy" }
                 }
             }

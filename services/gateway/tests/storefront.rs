@@ -199,6 +199,10 @@ async fn a_customer_browses_buys_and_the_order_page_follows_the_order_to_confirm
         "a full page has the non-core panel"
     );
     assert!(html.contains("data-page=\"full\""));
+    for path in ["/healthz", "/readyz", "/no/such/page"] {
+        let (_, headers, _) = shop.get(path).await;
+        assert_eq!(header(&headers, "x-distlab-degrade-mode"), "auto", "{path}");
+    }
 
     let (status, _, html) = shop.get(&format!("/products/{}", shop.sku(1))).await;
     assert_eq!(status, StatusCode::OK);
