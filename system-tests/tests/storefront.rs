@@ -92,6 +92,28 @@ async fn heal(http: &reqwest::Client) {
         .await;
 }
 
+/// Keeps the test's product in stock on a long-lived stack (every run buys some).
+async fn restock(http: &reqwest::Client) {
+    let inventory = distlab_testkit::inventory_url();
+    let url = format!("{inventory}/products/{SKU}");
+    let response = http.get(&url).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {} (`cargo xtask up` seeds the shop)",
+        response.status()
+    );
+    let product: Value = response.json().await.unwrap();
+    if product["available"].as_i64().unwrap_or(0) < 50 {
+        let answer = http
+            .post(format!("{url}/adjust"))
+            .json(&json!({"delta": 100}))
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "restock: {}", answer.status());
+    }
+}
+
 /// The page kind a plain GET of `path` is served as now.
 async fn page_kind(http: &reqwest::Client, path: &str) -> Option<String> {
     let response = http
@@ -123,6 +145,7 @@ async fn a_customer_buys_in_a_browser_and_the_order_page_turns_confirmed_without
     let http = http();
     heal(&http).await;
     set_degrade(&http, "auto").await;
+    restock(&http).await;
     until_full(&http).await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/", gateway_url())).await;

@@ -63,9 +63,21 @@ impl Breaker {
         self.state
     }
 
-    /// Whether the breaker refuses calls now (open, or half-open with its probe out).
+    /// Whether the breaker is not closed (open, or half-open).
     pub fn is_open(&self) -> bool {
         !matches!(self.state, State::Closed { .. })
+    }
+
+    /// Whether a call asked at `now` would be refused: open and not yet due for its probe, or half-open
+    /// with its probe out. (An open breaker past its time is not "refusing": the next call is its probe.)
+    pub fn refuses(&self, now: Instant) -> bool {
+        match self.state {
+            State::Closed { .. } => false,
+            State::Open { until, .. } => now < until,
+            State::HalfOpen { probe_sent } => {
+                now.saturating_duration_since(probe_sent) < PROBE_TIMEOUT
+            }
+        }
     }
 
     /// When the breaker last opened (kept while it is half-open).
@@ -164,7 +176,10 @@ mod tests {
         assert!(matches!(breaker.admit(almost), Admission::Refused { .. }));
 
         let later = t0 + OPEN_FOR;
+        assert!(breaker.refuses(almost));
+        assert!(!breaker.refuses(later), "due for its probe: not refusing");
         assert_eq!(breaker.admit(later), Admission::Probe);
+        assert!(breaker.refuses(later), "its probe is out");
         // Only one probe at a time.
         assert_eq!(breaker.admit(later), Admission::Refused { open_since: t0 });
         // The probe fails: open again, for another OPEN_FOR, still counted from the first opening.

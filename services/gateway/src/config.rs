@@ -43,6 +43,10 @@ pub struct Config {
     #[arg(long, env = "ORDER_TIMEOUT_MS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(10..=30_000))]
     pub order_timeout_ms: u64,
+    /// How long the bestsellers panel may take (it is dropped after that: the non-core part goes first).
+    #[arg(long, env = "BESTSELLERS_TIMEOUT_MS", default_value_t = 250,
+          value_parser = clap::value_parser!(u64).range(10..=30_000))]
+    pub bestsellers_timeout_ms: u64,
     /// How often the last known catalog is refreshed in the background (it backs degraded pages).
     #[arg(long, env = "CATALOG_REFRESH_MS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -70,6 +74,10 @@ impl Config {
 
     pub fn order_timeout(&self) -> Duration {
         Duration::from_millis(self.order_timeout_ms)
+    }
+
+    pub fn bestsellers_timeout(&self) -> Duration {
+        Duration::from_millis(self.bestsellers_timeout_ms)
     }
 
     pub fn catalog_refresh(&self) -> Duration {

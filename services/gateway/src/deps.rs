@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 
 use crate::breaker::{Admission, Breaker};
 
-/// How long an unguarded call (`degrade=off`) may wait.
-pub const UNGUARDED_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an unguarded call (`degrade=off`) may wait: under the 30 s every distlab request may take, so
+/// that the page, not the platform's time-out, answers.
+pub const UNGUARDED_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Why a call to a dependency gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,9 +195,9 @@ impl Dependency {
         response.json::<T>().await.map_err(failed)
     }
 
-    /// Whether the breaker refuses calls now.
-    pub fn is_open(&self) -> bool {
-        self.lock().is_open()
+    /// Whether the breaker would refuse a call now (open and not yet due for its probe).
+    pub fn refuses_now(&self) -> bool {
+        self.lock().refuses(Instant::now())
     }
 
     /// `/readyz` detail of this dependency.

@@ -34,6 +34,9 @@ pub struct AppState {
     pub switch: DegradeSwitch,
     pub catalog: Catalog,
     pub orders: Dependency,
+    /// The order service again, for the bestsellers panel alone: a breaker and a short time-out of its
+    /// own, so that the non-core panel can never pause ordering.
+    pub bestsellers: Dependency,
     pub shedder: Shedder,
 }
 
@@ -67,9 +70,14 @@ pub fn openapi() -> Value {
 
 /// Middleware (around every route, `/healthz` and the 404 included): names the degrade mode in force on
 /// every response and keeps its gauge current.
-pub async fn mark_mode(State(switch): State<DegradeSwitch>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+pub async fn mark_mode(
+    State(switch): State<DegradeSwitch>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // The mode as the request began: the one its handler read.
     let mode = switch.current();
+    let mut response = next.run(request).await;
     response
         .headers_mut()
         .insert(degrade::HEADER, HeaderValue::from_static(mode.as_str()));
@@ -81,14 +89,20 @@ pub async fn mark_mode(State(switch): State<DegradeSwitch>, request: Request, ne
 }
 
 /// A page with its status and the headers that say how it was served; counted in `gateway_pages_total`.
+/// Only a 2xx page counts as a full or degraded page (metric label and header); any other is an `error` page.
 fn page(status: StatusCode, served: &Served, markup: Markup) -> Response {
+    let kind = if status.is_success() {
+        served.page.as_str()
+    } else {
+        "error"
+    };
     metrics::counter!("gateway_pages_total",
-        "page" => served.page.as_str(),
+        "page" => kind,
         "reason" => served.reason.map_or("none", Reason::as_str))
     .increment(1);
     let mut response = (status, markup).into_response();
     let headers = response.headers_mut();
-    headers.insert(PAGE_HEADER, HeaderValue::from_static(served.page.as_str()));
+    headers.insert(PAGE_HEADER, HeaderValue::from_static(kind));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(reason) = served.reason {
         headers.insert(
@@ -167,19 +181,40 @@ async fn browse(state: &AppState, with_bestsellers: bool) -> Result<Browse, NoCa
                 return from_cache(Reason::HighDemand);
             };
             let started = Instant::now();
-            let (live, bestsellers) = tokio::join!(
-                state.catalog.live(Guard::Guarded),
-                optional_bestsellers(state, with_bestsellers, Guard::Guarded)
-            );
-            let timed_out = live.as_ref().err().is_some_and(DepError::is_timeout)
-                || bestsellers.as_ref().err().is_some_and(DepError::is_timeout);
-            slot.done(timed_out || started.elapsed() > SLOW_PAGE).await;
+            // Both at once; but once the catalog has failed the page is the degraded one, and it does not
+            // wait for a panel it would not show.
+            let live = state.catalog.live(Guard::Guarded);
+            let panel = optional_bestsellers(state, with_bestsellers, Guard::Guarded);
+            tokio::pin!(live, panel);
+            let mut early_panel = None;
+            let live = loop {
+                tokio::select! {
+                    live = &mut live => break live,
+                    panel = &mut panel, if early_panel.is_none() => early_panel = Some(panel),
+                }
+            };
+            let bestsellers = match (&live, early_panel) {
+                (Err(_), _) => Ok(None),
+                (Ok(_), Some(panel)) => panel,
+                (Ok(_), None) => panel.await,
+            };
+            let refused =
+                |result: Option<&DepError>| matches!(result, Some(DepError::BreakerOpen { .. }));
+            if refused(live.as_ref().err()) {
+                // Nothing was asked: no latency sample (a refusal's few microseconds would teach the
+                // limit a "best latency" no real page has).
+                slot.forget();
+            } else {
+                let timed_out = live.as_ref().err().is_some_and(DepError::is_timeout)
+                    || bestsellers.as_ref().err().is_some_and(DepError::is_timeout);
+                slot.done(timed_out || started.elapsed() > SLOW_PAGE).await;
+            }
             match (live, bestsellers) {
                 (Err(_), _) => from_cache(Reason::InventoryUnavailable),
                 (Ok(snapshot), Err(_)) => Ok(Browse {
                     snapshot: Some(snapshot),
                     bestsellers: None,
-                    served: Served::degraded(mode, Reason::OrdersUnavailable),
+                    served: Served::degraded(mode, Reason::PanelUnavailable),
                 }),
                 (Ok(snapshot), Ok(bestsellers)) => Ok(Browse {
                     snapshot: Some(snapshot),
@@ -197,7 +232,7 @@ async fn optional_bestsellers(
     guard: Guard,
 ) -> Result<Option<Vec<Bestseller>>, DepError> {
     if wanted {
-        catalog::bestsellers(&state.orders, state.catalog.prefix(), guard)
+        catalog::bestsellers(&state.bestsellers, state.catalog.prefix(), guard)
             .await
             .map(Some)
     } else {
@@ -269,7 +304,7 @@ async fn product_page(State(state): State<Arc<AppState>>, Path(sku): Path<String
         }
     };
     let mut served = browse.served;
-    let ordering_paused = mode != DegradeMode::Off && state.orders.is_open();
+    let ordering_paused = mode != DegradeMode::Off && state.orders.refuses_now();
     if ordering_paused && served.page == PageKind::Full {
         served = Served::degraded(mode, Reason::OrdersUnavailable);
     }
@@ -317,7 +352,7 @@ async fn place_order(
             ),
         );
     }
-    let checkout = match checkout::parse(&body) {
+    let mut checkout = match checkout::parse(&body) {
         Ok(checkout) => checkout,
         Err(errors) => {
             let message = errors
@@ -332,15 +367,33 @@ async fn place_order(
             );
         }
     };
+    // Every checkout is sent with a key: a retry of one whose outcome is unknown must not order twice.
+    checkout
+        .idempotency_key
+        .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
     // A product the shop does not sell is refused here, before anything is placed (only a catalog that
     // cannot be read at all lets the order service decide).
-    let known = match state.catalog.last_known() {
-        Some(snapshot) => Some(snapshot),
-        None => state.catalog.live(guard(mode)).await.ok(),
+    let sold = match state.catalog.last_known() {
+        Some(snapshot) if snapshot.find(&checkout.sku).is_some() => Some(true),
+        // Not in the last known catalog: it may have been added since; ask once.
+        _ => match state.catalog.live(guard(mode)).await {
+            Ok(snapshot) => Some(snapshot.find(&checkout.sku).is_some()),
+            Err(_) => None,
+        },
     };
-    if let Some(snapshot) = known
-        && snapshot.find(&checkout.sku).is_none()
-    {
+    if sold.is_none() {
+        let busy = Served::degraded(mode, Reason::InventoryUnavailable);
+        return page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &busy,
+            pages::error(
+                "Cannot check the product",
+                "The catalog cannot be read right now, so the product cannot be checked. Nothing was ordered: please try again in a moment.",
+                &busy,
+            ),
+        );
+    }
+    if sold == Some(false) {
         return page(
             StatusCode::NOT_FOUND,
             &plain,
@@ -428,16 +481,27 @@ async fn place_order(
                 pages::error("The order was not placed", &message, &plain),
             )
         }
-        Err(error) => {
-            tracing::warn!(%error, "checkout failed");
+        // Not sent at all: nothing was ordered.
+        Err(error @ (DepError::BreakerOpen { .. } | DepError::Unreachable { .. })) => {
+            tracing::warn!(%error, "checkout not placed");
             page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &paused,
                 pages::error(
                     "Ordering is paused",
-                    "Ordering is paused: the order service cannot be reached right now. Nothing was charged; you can keep browsing and try again shortly.",
+                    "Ordering is paused: the order service cannot be reached right now. Nothing was ordered; you can keep browsing and try again shortly.",
                     &paused,
                 ),
+            )
+        }
+        // Sent, but no answer in time or a server error: the order may exist. The retry form carries the
+        // same idempotency key, so trying again can never place a second order.
+        Err(error) => {
+            tracing::warn!(%error, "checkout outcome unknown");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &paused,
+                pages::unconfirmed(&checkout, &paused),
             )
         }
     }

@@ -73,11 +73,23 @@ impl Application {
             ),
             &config.catalog_prefix,
         );
-        let orders = Dependency::new("order", &config.order_url, config.order_timeout(), http);
+        let orders = Dependency::new(
+            "order",
+            &config.order_url,
+            config.order_timeout(),
+            http.clone(),
+        );
+        let bestsellers = Dependency::new(
+            "bestsellers",
+            &config.order_url,
+            config.bestsellers_timeout(),
+            http,
+        );
         let state = http::AppState {
             switch: switch.clone(),
             catalog: catalog.clone(),
             orders: orders.clone(),
+            bestsellers,
             shedder: Shedder::default(),
         };
         let readiness = vec![switch.readiness_check(), dependencies_check(&state)];
@@ -130,12 +142,14 @@ impl Application {
 fn dependencies_check(state: &http::AppState) -> ReadinessCheck {
     let inventory = state.catalog.inventory().clone();
     let orders = state.orders.clone();
+    let bestsellers = state.bestsellers.clone();
     let shedder = state.shedder.clone();
     let catalog = state.catalog.clone();
     ReadinessCheck::with_detail("dependencies", move || {
         let detail = serde_json::json!({
             "inventory": inventory.detail(),
             "order": orders.detail(),
+            "bestsellers": bestsellers.detail(),
             "limits": shedder.detail(),
             "catalog_as_of": catalog.last_known().map(|s| s.as_of),
         });

@@ -31,8 +31,10 @@ pub enum Reason {
     Promotion,
     /// The inventory is slow or cut off: stock from the last known catalog.
     InventoryUnavailable,
-    /// The order service is slow or cut off: ordering paused (and no bestsellers).
+    /// The order service is slow or cut off: ordering paused.
     OrdersUnavailable,
+    /// The bestsellers panel could not be had in time: dropped (the non-core part goes first).
+    PanelUnavailable,
 }
 
 impl Reason {
@@ -42,6 +44,7 @@ impl Reason {
             Self::Promotion => "promotion",
             Self::InventoryUnavailable => "inventory_unavailable",
             Self::OrdersUnavailable => "orders_unavailable",
+            Self::PanelUnavailable => "panel_unavailable",
         }
     }
 
@@ -59,6 +62,7 @@ impl Reason {
             Self::OrdersUnavailable => {
                 "Ordering is paused: the order service cannot be reached. You can keep browsing."
             }
+            Self::PanelUnavailable => "A lighter page right now: the bestsellers are left out.",
         }
     }
 }
@@ -210,7 +214,7 @@ pub fn product(
             @if ordering_paused {
                 p #ordering-paused .error { "Ordering is paused: the order service cannot be reached right now." }
             } @else {
-                form #checkout method="post" action="/checkout" {
+                form #checkout method="post" action="/checkout" autocomplete="off" {
                     input type="hidden" name="sku" value=(product.sku);
                     input type="hidden" name="idempotency_key" value=(idempotency_key);
                     label { "Quantity " input #quantity type="number" name="quantity" value="1" min="1" max="1000" required; }
@@ -256,6 +260,31 @@ pub fn order(order: &OrderView, served: &Served) -> Markup {
             p #pending-note { @if order.status == "PENDING" {
                 "The inventory has not answered yet: this page updates by itself (soft state, eventually consistent)."
             } }
+        },
+    )
+}
+
+/// A checkout whose outcome is not known (sent, but no answer in time): the same order again, with the same
+/// idempotency key, so that retrying cannot order twice.
+pub fn unconfirmed(checkout: &crate::checkout::Checkout, served: &Served) -> Markup {
+    layout(
+        "Order not confirmed yet",
+        served,
+        html! {
+            h1 { "Order not confirmed yet" }
+            p #error .error {
+                "The order service did not answer in time: your order may or may not have been placed. "
+                "Try again with the button below — it cannot order twice."
+            }
+            form #checkout method="post" action="/checkout" autocomplete="off" {
+                input type="hidden" name="sku" value=(checkout.sku);
+                input type="hidden" name="quantity" value=(checkout.quantity);
+                input type="hidden" name="customer_id" value=(checkout.customer_id);
+                @if let Some(key) = &checkout.idempotency_key {
+                    input type="hidden" name="idempotency_key" value=(key);
+                }
+                button #buy type="submit" { "Try again" }
+            }
         },
     )
 }

@@ -61,6 +61,16 @@ impl Shop {
     /// A gateway in `mode` whose inventory and order service are reached through proxies of its own
     /// (`{tag}-inventory`, `{tag}-order`), over `products` products of its own with `stock` each.
     async fn open(mode: DegradeMode, products: usize, stock: i64) -> Self {
+        Self::open_with(mode, products, stock, |_| {}).await
+    }
+
+    /// As [`Shop::open`], with the gateway's configuration adjusted by `adjust`.
+    async fn open_with(
+        mode: DegradeMode,
+        products: usize,
+        stock: i64,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         distlab_platform::telemetry::init_for_tests();
         require_stack(true);
         require_chaos();
@@ -82,7 +92,7 @@ impl Shop {
         }
         let inventory = proxy(&http, &format!("{tag}-inventory"), &inventory_url()).await;
         let order = proxy(&http, &format!("{tag}-order"), &order_url()).await;
-        let config = Config {
+        let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             inventory_url: inventory,
             order_url: order,
@@ -92,6 +102,7 @@ impl Shop {
             catalog_refresh_ms: 600_000,
             ..Config::local()
         };
+        adjust(&mut config);
         let app = Application::build(config).await.unwrap();
         let url = format!("http://{}", app.local_addr().unwrap());
         tokio::spawn(app.run_until_stopped());
@@ -131,6 +142,21 @@ impl Shop {
         let status = response.status();
         let headers = response.headers().clone();
         (status, headers, response.text().await.unwrap())
+    }
+
+    /// `path` as a full page (a loaded machine may need a few tries for the dependencies to answer within
+    /// the gateway's time-outs).
+    async fn full_page(&self, path: &str) -> (reqwest::header::HeaderMap, String) {
+        eventually(
+            &format!("{path} as a full page"),
+            Duration::from_secs(20),
+            || async {
+                let (status, headers, html) = self.get(path).await;
+                (status == StatusCode::OK && header(&headers, "x-distlab-page") == "full")
+                    .then_some((headers, html))
+            },
+        )
+        .await
     }
 
     async fn readiness(&self) -> Value {
@@ -184,9 +210,7 @@ async fn orders_of(http: &reqwest::Client, customer: &str) -> usize {
 #[tokio::test]
 async fn a_customer_browses_buys_and_the_order_page_follows_the_order_to_confirmed() {
     let shop = Shop::open(DegradeMode::Auto, 3, 10).await;
-    let (status, headers, html) = shop.get("/").await;
-    assert_eq!(status, StatusCode::OK, "{html}");
-    assert_eq!(header(&headers, "x-distlab-page"), "full");
+    let (headers, html) = shop.full_page("/").await;
     assert_eq!(header(&headers, "x-distlab-degrade-mode"), "auto");
     for i in 0..3 {
         assert!(
@@ -326,11 +350,7 @@ async fn bad_input_gets_a_clear_4xx_and_places_nothing() {
 #[tokio::test]
 async fn a_cut_off_inventory_gives_stock_as_of_and_its_breaker_opens_then_closes() {
     let shop = Shop::open(DegradeMode::Auto, 2, 10).await;
-    let (status, headers, _) = shop.get("/").await;
-    assert_eq!(
-        (status, header(&headers, "x-distlab-page")),
-        (StatusCode::OK, "full")
-    );
+    shop.full_page("/").await;
 
     shop.cut(INVENTORY, true).await;
     for _ in 0..4 {
@@ -385,17 +405,23 @@ async fn a_cut_off_order_service_pauses_ordering_and_browsing_goes_on() {
     let shop = Shop::open(DegradeMode::Auto, 1, 10).await;
     let customer = format!("c{}", &Uuid::new_v4().simple().to_string()[..12]);
     shop.cut(ORDERS, true).await;
-    let form = format!("sku={}&quantity=1&customer_id={customer}", shop.sku(0));
+    // One key for every attempt: an attempt whose outcome is unknown cannot order twice.
+    let form = format!(
+        "sku={}&quantity=1&customer_id={customer}&idempotency_key={}",
+        shop.sku(0),
+        Uuid::new_v4()
+    );
     let (status, headers, html) = shop.checkout(&form).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{html}");
     assert!(html.contains("Ordering is paused"), "{html}");
     assert!(headers.contains_key("retry-after"));
-    // Browsing: the catalog without the bestsellers panel.
+    // Browsing: the catalog without the bestsellers panel (the non-core part, asked of the order
+    // service on a breaker of its own).
     let (status, headers, html) = shop.get("/").await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert_eq!(
         header(&headers, "x-distlab-degraded-because"),
-        "orders_unavailable"
+        "panel_unavailable"
     );
     assert!(!html.contains("id=\"bestsellers\""));
     assert!(html.contains(&format!("data-sku=\"{}\"", shop.sku(0))));
@@ -423,9 +449,14 @@ async fn a_cut_off_order_service_pauses_ordering_and_browsing_goes_on() {
 
 #[tokio::test]
 async fn over_the_limit_browsing_is_shed_at_once_and_checkout_still_goes_through() {
-    let shop = Shop::open(DegradeMode::Auto, 1, 100).await;
+    let shop = Shop::open_with(DegradeMode::Auto, 1, 100, |config| {
+        // The slow inventory below must make pages slow, not trip the breaker.
+        config.inventory_timeout_ms = 5_000;
+    })
+    .await;
     shop.get("/").await; // the last known catalog
-    // Make every full page slow (the inventory answers after 250 ms), then flood the shop.
+    // Every full page now waits 200 ms for the inventory.
+    const SLOW: Duration = Duration::from_millis(200);
     let toxic = shop
         .http
         .post(format!(
@@ -435,7 +466,7 @@ async fn over_the_limit_browsing_is_shed_at_once_and_checkout_still_goes_through
         ))
         .json(
             &json!({"name": "slow", "type": "latency", "stream": "downstream",
-                      "attributes": {"latency": 250}}),
+                      "attributes": {"latency": SLOW.as_millis() as u64}}),
         )
         .send()
         .await
@@ -445,47 +476,67 @@ async fn over_the_limit_browsing_is_shed_at_once_and_checkout_still_goes_through
         "{}",
         toxic.text().await.unwrap()
     );
-    let browsing = (0..80).map(|_| async {
-        let started = std::time::Instant::now();
-        let (status, headers, _) = shop.get("/").await;
-        (
-            status,
-            header(&headers, "x-distlab-page").to_owned(),
-            started.elapsed(),
-        )
-    });
+
+    // A flood of browsing: 40 clients, each asking for the catalog again as soon as it has a page, until
+    // the checkout below is done (at most 20 s).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..40)
+        .map(|_| {
+            let (http, url, stop) = (shop.http.clone(), shop.url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut pages = Vec::new();
+                let until = std::time::Instant::now() + Duration::from_secs(20);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && std::time::Instant::now() < until
+                {
+                    let started = std::time::Instant::now();
+                    let response = http.get(format!("{url}/")).send().await.unwrap();
+                    let kind = header(response.headers(), "x-distlab-page").to_owned();
+                    pages.push((response.status(), kind, started.elapsed()));
+                }
+                pages
+            })
+        })
+        .collect();
+    // Checkout once every browse slot is taken.
+    eventually(
+        "the browse limit to be reached",
+        Duration::from_secs(10),
+        || async {
+            let limits = &shop.readiness().await["checks"]["dependencies"]["limits"]["browse"];
+            (limits["in_flight"].as_u64()? >= limits["limit"].as_u64()?).then_some(())
+        },
+    )
+    .await;
     let customer = format!("c{}", &Uuid::new_v4().simple().to_string()[..12]);
     let form = format!("sku={}&quantity=1&customer_id={customer}", shop.sku(0));
-    let checkout = async {
-        // Start the checkout while the browse slots are taken.
-        tokio::task::yield_now().await;
-        shop.checkout(&form).await.0
-    };
-    let (pages, checkout) = tokio::join!(futures::future::join_all(browsing), checkout);
+    let (checkout, _, body) = shop.checkout(&form).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(
         checkout,
         StatusCode::SEE_OTHER,
-        "checkout is never shed for browsing"
+        "checkout is never shed for browsing: {body}"
     );
-    let full = pages.iter().filter(|(_, page, _)| page == "full").count();
-    let shed: Vec<Duration> = pages
+
+    let mut pages = Vec::new();
+    for client in flood {
+        pages.extend(client.await.unwrap());
+    }
+    assert!(pages.iter().all(|(status, _, _)| *status == StatusCode::OK));
+    let full = pages.iter().filter(|(_, kind, _)| kind == "full").count();
+    let mut shed: Vec<Duration> = pages
         .iter()
-        .filter(|(_, page, _)| page == "degraded")
+        .filter(|(_, kind, _)| kind == "degraded")
         .map(|(_, _, took)| *took)
         .collect();
-    assert!(pages.iter().all(|(status, _, _)| *status == StatusCode::OK));
+    assert!(full >= 1, "full pages are served up to the limit");
     assert!(
         !shed.is_empty(),
-        "80 slow pages at once exceed the limit (full: {full})"
+        "40 clients of slow pages exceed the limit (full: {full})"
     );
-    assert!(full >= 2, "some full pages are served ({full})");
-    let ready = shop.readiness().await;
-    let limit = ready["checks"]["dependencies"]["limits"]["browse"]["limit"]
-        .as_u64()
-        .unwrap();
-    assert!(
-        full as u64 <= limit.max(16) * 2,
-        "full {full}, limit {limit}"
-    );
+    // A shed page does not wait for the slow inventory: it is served at once, from memory.
+    shed.sort();
+    let median = shed[shed.len() / 2];
+    assert!(median < SLOW, "median shed page took {median:?}");
     shop.close().await;
 }

@@ -262,7 +262,18 @@ impl ClosingConsumer {
         let spawned = std::thread::Builder::new()
             .name("kafka-consumer-close".into())
             .spawn(move || {
-                drop(consumer);
+                // A look at the broker may still hold a clone on the blocking pool: wait until this is
+                // the last handle, so that the close happens here and never on a runtime's thread.
+                let mut consumer = consumer;
+                loop {
+                    match Arc::try_unwrap(consumer) {
+                        Ok(last) => break drop(last),
+                        Err(shared) => {
+                            consumer = shared;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
                 // Nobody listens when the consumer was dropped rather than stopped.
                 let _ = done.send(());
             });
