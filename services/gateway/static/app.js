@@ -13,13 +13,18 @@
     reason.textContent = o.reason ? "(" + o.reason + ")" : "";
     if (o.status !== "PENDING" && note) note.textContent = "";
   }
+  var delay = 500;
   function poll() {
     if (status.getAttribute("data-status") !== "PENDING") return;
     fetch("/api/orders/" + encodeURIComponent(id), { headers: { accept: "application/json" } })
-      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (r) {
+        // A busy or cut-off shop: ask less often (up to every 10 s) until it answers again.
+        delay = r.ok ? 500 : Math.min(delay * 2, 10000);
+        return r.ok ? r.json() : null;
+      })
       .then(function (o) { if (o) show(o); })
-      .catch(function () { /* the gateway is busy: try again */ })
-      .then(function () { setTimeout(poll, 500); });
+      .catch(function () { delay = Math.min(delay * 2, 10000); })
+      .then(function () { setTimeout(poll, delay); });
   }
   setTimeout(poll, 300);
 })();
