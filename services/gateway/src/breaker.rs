@@ -8,8 +8,9 @@
 //! - **half-open**: one call (the probe) passes, the others are refused; its success closes the breaker,
 //!   its failure opens it again for another [`OPEN_FOR`].
 //!
-//! A probe whose outcome is never recorded (its request was dropped) is given up after [`PROBE_TIMEOUT`],
-//! so a lost probe cannot keep the breaker half-open for ever.
+//! A probe whose call is dropped is recorded as failed by its caller (`deps`); one whose outcome is never
+//! recorded at all is given up after [`PROBE_TIMEOUT`], so a lost probe cannot keep the breaker half-open
+//! for ever.
 //!
 //! No crate is used: `failsafe` (the maintained Rust breaker) hides its state, and the gateway shows the
 //! state on `/readyz`, in metrics and on its pages, and its tests drive the clock.

@@ -56,6 +56,25 @@ impl DepError {
     }
 }
 
+/// A half-open breaker's probe whose call is dropped before its outcome (the page's request was abandoned)
+/// counts as failed: the breaker opens again for its usual time, instead of refusing every call until the
+/// probe time-out gives up on the lost probe.
+struct AbandonedProbe<'a> {
+    breaker: &'a Mutex<Breaker>,
+    armed: bool,
+}
+
+impl Drop for AbandonedProbe<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.breaker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(Instant::now(), false);
+        }
+    }
+}
+
 /// How a call is made: guarded (`auto`, `on`) or not (`off`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guard {
@@ -125,9 +144,14 @@ impl Dependency {
         request: reqwest::RequestBuilder,
         guard: Guard,
     ) -> Result<T, DepError> {
+        let mut probe = AbandonedProbe {
+            breaker: &self.breaker,
+            armed: false,
+        };
         let timeout = match guard {
             Guard::Guarded => {
                 let admission = self.lock().admit(Instant::now());
+                probe.armed = admission == Admission::Probe;
                 if let Admission::Refused { .. } = admission {
                     metrics::counter!("gateway_breaker_refusals_total", "dependency" => self.name)
                         .increment(1);
@@ -140,6 +164,7 @@ impl Dependency {
             Guard::Unguarded => UNGUARDED_TIMEOUT,
         };
         let result = self.send(request.timeout(timeout), timeout).await;
+        probe.armed = false;
         if guard == Guard::Guarded {
             let failed = result.as_ref().err().is_some_and(DepError::is_failure);
             let mut breaker = self.lock();
@@ -216,5 +241,61 @@ impl Dependency {
         self.breaker
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and never answers.
+    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn a_probe_dropped_before_its_answer_opens_the_breaker_again_instead_of_leaving_it_half_open()
+     {
+        let (url, server) = silent_server().await;
+        let dependency = Dependency::new(
+            "silent",
+            &url,
+            Duration::from_millis(30),
+            reqwest::Client::new(),
+        );
+        for _ in 0..crate::breaker::FAILURES_TO_OPEN {
+            let answer = dependency.get::<Value>("/", Guard::Guarded).await;
+            assert!(
+                matches!(answer, Err(DepError::Timeout { .. })),
+                "{answer:?}"
+            );
+        }
+        assert_eq!(dependency.detail()["breaker"], "open");
+        // Until the breaker is due for its probe (OPEN_FOR).
+        distlab_testkit::eventually(
+            "the breaker to be due for a probe",
+            crate::breaker::OPEN_FOR * 3,
+            || async { (!dependency.refuses_now()).then_some(()) },
+        )
+        .await;
+        // The probe goes, and its caller gives up before any answer: the call is dropped.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(5),
+            dependency.get::<Value>("/", Guard::Guarded),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the probe was abandoned");
+        assert_eq!(dependency.detail()["breaker"], "open", "not left half-open");
+        server.abort();
     }
 }
