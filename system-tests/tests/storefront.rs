@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use distlab_testkit::browser::Browser;
 use distlab_testkit::{chaos_url, eventually, http, require_chaos, require_stack};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 /// The stack's storefront.
@@ -96,13 +96,7 @@ async fn heal(http: &reqwest::Client) {
 async fn restock(http: &reqwest::Client) {
     let inventory = distlab_testkit::inventory_url();
     let url = format!("{inventory}/products/{SKU}");
-    let response = http.get(&url).send().await.unwrap();
-    assert!(
-        response.status().is_success(),
-        "{url}: {} (`cargo xtask up` seeds the shop)",
-        response.status()
-    );
-    let product: Value = response.json().await.unwrap();
+    let product = distlab_testkit::get_json(http, &url).await;
     if product["available"].as_i64().unwrap_or(0) < 50 {
         let answer = http
             .post(format!("{url}/adjust"))
@@ -293,14 +287,7 @@ async fn the_degrade_switch_flips_the_running_gateway() {
 
     set_degrade(&http, "off").await;
     assert_eq!(page_kind(&http, "/").await.as_deref(), Some("full"));
-    let ready: Value = http
-        .get(format!("{}/readyz", gateway_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = distlab_testkit::get_json(&http, &format!("{}/readyz", gateway_url())).await;
     assert_eq!(ready["checks"]["degrade"]["mode"], "off", "{ready}");
     assert_eq!(ready["checks"]["degrade"]["source"], "config_service");
     set_degrade(&http, "auto").await;

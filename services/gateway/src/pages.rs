@@ -153,6 +153,15 @@ fn layout(title: &str, served: &Served, body: Markup) -> Markup {
     }
 }
 
+/// "N in stock", or "Sold out" (the inventory's unfenced adjustments — the lock demo's — can take stock
+/// below zero).
+fn stock(available: i64) -> Markup {
+    html! {
+        @if available > 0 { span .stock { (available) } " in stock" }
+        @else { span .stock .sold-out data-available=(available) { "Sold out" } }
+    }
+}
+
 fn price(cents: i64) -> String {
     format!("{}.{:02}", cents / 100, cents.rem_euclid(100))
 }
@@ -176,7 +185,7 @@ pub fn catalog(
                         li .product data-sku=(product.sku) {
                             a href={ "/products/" (product.sku) } { (product.name) }
                             div .price { "$" (price(product.price_cents)) }
-                            div { span .stock { (product.available) } " in stock" }
+                            div { (stock(product.available)) }
                         }
                     }
                 },
@@ -210,7 +219,7 @@ pub fn product(
         html! {
             h1 { (product.name) }
             p .price { "$" (price(product.price_cents)) }
-            p { span .stock { (product.available) } " in stock" }
+            p { (stock(product.available)) }
             @if ordering_paused {
                 p #ordering-paused .error { "Ordering is paused: the order service cannot be reached right now." }
             } @else {

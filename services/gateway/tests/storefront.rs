@@ -191,14 +191,7 @@ fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
 
 /// The orders of `customer` among the order service's latest 500.
 async fn orders_of(http: &reqwest::Client, customer: &str) -> usize {
-    let list: Value = http
-        .get(format!("{}/orders?limit=500", order_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = distlab_testkit::get_json(http, &format!("{}/orders?limit=500", order_url())).await;
     list["orders"]
         .as_array()
         .unwrap()

@@ -649,15 +649,21 @@ pub const SHOP: &[(&str, &str, i64, i64)] = &[
     ("shop-tshirt", "Eventually consistent T-shirt", 2500, 400),
 ];
 
-/// Creates the storefront's products that do not exist yet (existing ones keep their stock).
+/// Creates the storefront's products that do not exist yet, and puts back those that something renamed or
+/// repriced (the contract check's generated requests rewrite existing products); the others keep their
+/// stock.
 async fn seed_shop() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let inventory = "http://127.0.0.1:8082";
     let mut created = Vec::new();
     for (sku, name, price_cents, stock) in SHOP {
         let url = format!("{inventory}/products/{sku}");
-        let found = http.get(&url).send().await?.status();
-        if found == reqwest::StatusCode::NOT_FOUND {
+        let found = http.get(&url).send().await?;
+        let intact = found.status().is_success() && {
+            let product: serde_json::Value = found.json().await?;
+            product["name"] == *name && product["price_cents"] == *price_cents
+        };
+        if !intact {
             http.put(&url)
                 .json(
                     &serde_json::json!({"name": name, "price_cents": price_cents, "stock": stock}),
