@@ -125,6 +125,13 @@ async fn page_kind(http: &reqwest::Client, path: &str) -> Option<String> {
     )
 }
 
+/// No partition left, `degrade=auto`, full pages served: where every test starts.
+async fn healthy_shop(http: &reqwest::Client) {
+    heal(http).await;
+    set_degrade(http, "auto").await;
+    until_full(http).await;
+}
+
 /// Waits until the shop serves full pages again (breakers closed).
 async fn until_full(http: &reqwest::Client) {
     eventually("full pages again", Duration::from_secs(20), || async {
@@ -137,10 +144,8 @@ async fn until_full(http: &reqwest::Client) {
 async fn a_customer_buys_in_a_browser_and_the_order_page_turns_confirmed_without_a_reload() {
     require_gateway();
     let http = http();
-    heal(&http).await;
-    set_degrade(&http, "auto").await;
     restock(&http).await;
-    until_full(&http).await;
+    healthy_shop(&http).await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/", gateway_url())).await;
     browser
@@ -183,9 +188,7 @@ async fn a_customer_buys_in_a_browser_and_the_order_page_turns_confirmed_without
 async fn with_the_inventory_partitioned_the_pages_show_the_degraded_banner_and_stock_as_of() {
     require_gateway();
     let http = http();
-    heal(&http).await;
-    set_degrade(&http, "auto").await;
-    until_full(&http).await; // the last known catalog is fresh
+    healthy_shop(&http).await; // the last known catalog is fresh
     let browser = Browser::start().await;
     partition(&http, "inventory").await;
     browser.goto(&format!("{}/", gateway_url())).await;
@@ -216,9 +219,7 @@ async fn with_the_inventory_partitioned_the_pages_show_the_degraded_banner_and_s
 async fn with_the_order_service_cut_off_checkout_says_ordering_is_paused() {
     require_gateway();
     let http = http();
-    heal(&http).await;
-    set_degrade(&http, "auto").await;
-    until_full(&http).await;
+    healthy_shop(&http).await;
     let browser = Browser::start().await;
     browser
         .goto(&format!("{}/products/{SKU}", gateway_url()))

@@ -1097,22 +1097,8 @@ fn table(plan: &LoadPlan, results: &[RunResult], timeout: f64) -> String {
             None => "–".into(),
         },
     );
-    let mut out = String::from("| at the hold |");
-    for r in results {
-        let _ = write!(out, " {} |", r.spec.label());
-    }
-    out.push_str("\n|---|");
-    for _ in results {
-        out.push_str("---|");
-    }
-    for (name, values) in rows {
-        let _ = write!(out, "\n| {name} |");
-        for value in values {
-            let _ = write!(out, " {value} |");
-        }
-    }
-    out.push('\n');
-    out
+    let columns: Vec<String> = results.iter().map(|r| r.spec.label()).collect();
+    crate::report::markdown_table("at the hold", &columns, &rows)
 }
 
 /// The whole report: what was measured, the table, the goal, the definitions.

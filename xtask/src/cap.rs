@@ -197,23 +197,8 @@ pub fn table(reports: &[Report]) -> String {
             r.conservation_problems.join("; ")
         }
     });
-    let mut out = String::new();
-    let _ = write!(out, "| |");
-    for r in reports {
-        let _ = write!(out, " {} |", r.mode);
-    }
-    let _ = write!(out, "\n|---|");
-    for _ in reports {
-        let _ = write!(out, "---|");
-    }
-    for (name, values) in rows {
-        let _ = write!(out, "\n| {name} |");
-        for value in values {
-            let _ = write!(out, " {value} |");
-        }
-    }
-    out.push('\n');
-    out
+    let columns: Vec<String> = reports.iter().map(|r| r.mode.to_string()).collect();
+    crate::report::markdown_table("", &columns, &rows)
 }
 
 /// Availability and staleness per second, one line per mode, the partition shaded.

@@ -35,11 +35,6 @@ impl Config {
     }
 
     pub fn config_urls(&self) -> Vec<String> {
-        self.config_urls
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::to_owned)
-            .collect()
+        distlab_config_client::node_urls(&self.config_urls)
     }
 }

@@ -60,12 +60,7 @@ impl Config {
     }
 
     pub fn config_urls(&self) -> Vec<String> {
-        self.config_urls
-            .split(',')
-            .map(|url| url.trim().trim_end_matches('/'))
-            .filter(|url| !url.is_empty())
-            .map(str::to_owned)
-            .collect()
+        distlab_config_client::node_urls(&self.config_urls)
     }
 
     pub fn inventory_timeout(&self) -> Duration {

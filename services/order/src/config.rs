@@ -129,12 +129,7 @@ impl ConfigServiceArgs {
 
     /// The nodes' base URLs (blanks dropped, no trailing `/`); none means "do not follow".
     pub fn urls(&self) -> Vec<String> {
-        self.config_urls
-            .split(',')
-            .map(|url| url.trim().trim_end_matches('/'))
-            .filter(|url| !url.is_empty())
-            .map(str::to_owned)
-            .collect()
+        distlab_config_client::node_urls(&self.config_urls)
     }
 }
 

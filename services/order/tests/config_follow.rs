@@ -32,11 +32,10 @@ const FOLLOW_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The stack's config nodes.
 fn config_urls() -> Vec<String> {
-    std::env::var("DISTLAB_CONFIG_URLS")
-        .unwrap_or_else(|_| order::config::LOCAL_CONFIG_URLS.to_owned())
-        .split(',')
-        .map(str::to_owned)
-        .collect()
+    distlab_config_client::node_urls(
+        &std::env::var("DISTLAB_CONFIG_URLS")
+            .unwrap_or_else(|_| order::config::LOCAL_CONFIG_URLS.to_owned()),
+    )
 }
 
 /// Whether something accepts a connection at `url`'s host and port.

@@ -51,3 +51,25 @@ pub use followed::{FollowStatus, FollowedKey, InvalidValue, KeyState, Latest, Ve
 pub use follower::{FollowError, Follower, IDLE_TIMEOUT, RECONNECT_BACKOFF, REQUEST_TIMEOUT};
 pub use switches::{SWITCH_PREFIX, SwitchValueError, parse_switch, switch_key};
 pub use wire::{Consistency, KeyValue, Revision, Written};
+
+/// The config service nodes' base URLs from a comma-separated list (as `CONFIG_URLS` gives them): blanks
+/// dropped, no trailing `/`. An empty list means "do not follow the config service".
+pub fn node_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|url| url.trim().trim_end_matches('/'))
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn node_urls_drop_blanks_and_trailing_slashes() {
+        assert_eq!(
+            super::node_urls(" http://a:1/ ,,http://b:2"),
+            ["http://a:1", "http://b:2"]
+        );
+        assert!(super::node_urls("").is_empty());
+    }
+}

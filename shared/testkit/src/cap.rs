@@ -545,14 +545,9 @@ pub async fn cap_readiness(http: &reqwest::Client, order_url: &str) -> Option<Va
 
 /// The config service nodes of the local stack (`DISTLAB_CONFIG_URLS`, comma-separated, overrides).
 pub fn config_urls() -> Vec<String> {
-    std::env::var("DISTLAB_CONFIG_URLS")
-        .unwrap_or_else(|_| {
-            "http://127.0.0.1:8091,http://127.0.0.1:8092,http://127.0.0.1:8093".into()
-        })
-        .split(',')
-        .map(|u| u.trim().trim_end_matches('/').to_owned())
-        .filter(|u| !u.is_empty())
-        .collect()
+    distlab_config_client::node_urls(&std::env::var("DISTLAB_CONFIG_URLS").unwrap_or_else(|_| {
+        "http://127.0.0.1:8091,http://127.0.0.1:8092,http://127.0.0.1:8093".into()
+    }))
 }
 
 /// The `cap_mode` switch's value as the chaos sidecar shows it (`None`: never set).
