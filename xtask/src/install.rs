@@ -55,6 +55,16 @@ const TEST_PACKAGES: &[Package] = &[
         name: "chromium-driver",
         provides: || Path::new(distlab_testkit::browser::CHROMEDRIVER).is_file(),
     },
+    // `cargo xtask compose check|test`: validates the compose files, and makes the offline images' Debian
+    // base (no image registry needed).
+    Package {
+        name: "docker-compose",
+        provides: || which("docker-compose").is_some(),
+    },
+    Package {
+        name: "mmdebstrap",
+        provides: || which("mmdebstrap").is_some(),
+    },
 ];
 
 /// The ZooKeeper server jar of Debian's `zookeeper` package.

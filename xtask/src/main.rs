@@ -11,6 +11,7 @@
 //!   the running stack through the chaos sidecar, without writing JSON.
 //! - `scenario flash-sale`: the lock service's 秒杀 scenario against the running stack.
 //! - `scenario base`: the storefront gateway past its capacity, with and without BASE degradation.
+//! - `compose up|down|test|check`: the Docker Compose stack of `deploy/`, with images built on the machine.
 //! - `load <name> [--rate N] [--duration S]`: a k6 load test of `load-tests/` against the running stack.
 
 #![allow(clippy::print_stdout, unreachable_pub)]
@@ -20,6 +21,7 @@ mod bench;
 mod cap;
 mod chaos_bench;
 mod chaos_cli;
+mod compose;
 mod config_bench;
 mod contracts;
 mod install;
@@ -33,6 +35,7 @@ use std::process::ExitCode;
 // zookeeper-client spawns its session tasks through `asyncs`, which needs to be told the runtime is tokio.
 use asyncs as _;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -98,6 +101,12 @@ enum Command {
     },
     /// Run a k6 load test of `load-tests/` against the running stack (without a name: the list).
     Load(load::LoadArgs),
+    /// The Docker Compose stack of deploy/ with locally built images (no registry needed): up, down,
+    /// test (up, walkthrough, down), check (validate the compose files), proxies.
+    Compose {
+        #[command(subcommand)]
+        command: compose::ComposeCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,6 +153,9 @@ fn main() -> ExitCode {
             which: Scenario::Base(args),
         } => base::scenario(args),
         Command::Load(args) => stack::Stack::discover().and_then(|s| load::run(s.root(), args)),
+        Command::Compose { command } => {
+            stack::Stack::discover().and_then(|s| compose::run(s.root(), command))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,8 +187,13 @@ fn test(nextest_args: &[String]) -> anyhow::Result<()> {
                 .args(nextest_args)
                 .status()?;
             let contracts = contracts::check(stack.root());
+            let smoke = load::smoke(stack.root());
+            // The compose stack publishes on 127.0.0.2, beside the local stack's 127.0.0.1.
+            let compose = compose::test_if_engine(stack.root());
             anyhow::ensure!(status.success(), "tests failed ({status})");
-            contracts
+            contracts?;
+            smoke.context("the k6 smoke test failed")?;
+            compose.context("the compose test failed")
         });
     if let Err(error) = stack.stop(started_parts) {
         eprintln!("warning: cannot stop the stack: {error:#}");

@@ -126,21 +126,66 @@ pub fn address(name: &str) -> String {
     format!("127.0.0.1:{}", port(name))
 }
 
-/// The sidecar's start-up file: every link as a Toxiproxy proxy.
+/// Where the stack runs: which addresses the sidecar's proxies listen on and reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// `cargo xtask up`: every part on 127.0.0.1, on its own port.
+    Local,
+    /// `deploy/docker-compose.yml`: every part in its own container, reached by its compose service name
+    /// on its port inside the container; the sidecar is the container `chaos`.
+    Compose,
+}
+
+/// The compose service and in-container port of the part a local-stack port belongs to.
+fn compose_address(local_port: u16) -> String {
+    let (host, port) = match local_port {
+        15432 => ("orders-db", 5432),
+        15433 => ("inventory-db", 5432),
+        KAFKA_PORT => ("kafka", 9092),
+        16379 => ("redis-1", 6379),
+        16380 => ("redis-2", 6379),
+        16381 => ("redis-3", 6379),
+        12181 => ("zookeeper", 2181),
+        8081 => ("order", 8081),
+        8082 => ("inventory", 8082),
+        8083 => ("coordinator", 8083),
+        8091 => ("config-1", 8091),
+        8092 => ("config-2", 8092),
+        8093 => ("config-3", 8093),
+        other => panic!("no compose service has local port {other}"),
+    };
+    format!("{host}:{port}")
+}
+
+/// The sidecar's start-up file of the local stack: every link as a Toxiproxy proxy.
 pub fn proxies_json() -> Value {
+    proxies_json_for(Network::Local)
+}
+
+/// The sidecar's start-up file: every link as a Toxiproxy proxy, for the local stack or for compose
+/// (`deploy/chaos-proxies.json`, which a test keeps equal to this).
+pub fn proxies_json_for(network: Network) -> Value {
+    let (listen_host, sidecar) = match network {
+        Network::Local => ("127.0.0.1", "127.0.0.1"),
+        Network::Compose => ("0.0.0.0", "chaos"),
+    };
     Value::Array(
         LINKS
             .iter()
             .map(|l| {
+                let upstream = match network {
+                    Network::Local => format!("127.0.0.1:{}", l.upstream),
+                    Network::Compose => compose_address(l.upstream),
+                };
                 let mut proxy = json!({
                     "name": l.name,
-                    "listen": format!("127.0.0.1:{}", l.port),
-                    "upstream": format!("127.0.0.1:{}", l.upstream),
+                    "listen": format!("{listen_host}:{}", l.port),
+                    "upstream": upstream,
                     "enabled": true,
                     "protocol": l.protocol.as_str(),
                 });
                 if l.protocol == Protocol::Kafka {
-                    proxy["advertised"] = json!(address(KAFKA_ADVERTISED));
+                    proxy["advertised"] = json!(format!("{sidecar}:{}", port(KAFKA_ADVERTISED)));
                 }
                 proxy
             })
@@ -268,5 +313,47 @@ mod tests {
             assert_eq!(proxy["advertised"], "127.0.0.1:17090");
         }
         assert!(proxies[0].get("advertised").is_none());
+    }
+
+    fn deploy_file(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn the_compose_sidecar_file_is_the_link_table() {
+        let committed: Value = serde_json::from_str(&deploy_file("chaos-proxies.json")).unwrap();
+        assert_eq!(
+            committed,
+            proxies_json_for(Network::Compose),
+            "deploy/chaos-proxies.json is out of date: run `cargo xtask compose proxies`"
+        );
+    }
+
+    #[test]
+    fn compose_gives_each_service_the_links_of_the_local_stack() {
+        let compose = deploy_file("docker-compose.yml");
+        let in_compose = |value: &str| value.replace("127.0.0.1:", "chaos:");
+        for binary in [
+            "distlab-order",
+            "distlab-inventory",
+            "distlab-coordinator",
+            "distlab-lock",
+            "distlab-gateway",
+        ] {
+            for (name, value) in service_env(binary) {
+                let line = format!("{name}: {}", in_compose(&value));
+                assert!(compose.contains(&line), "{binary}: compose lacks `{line}`");
+            }
+        }
+        for id in 1..=3 {
+            let line = format!("PEER_ROUTES: {}", in_compose(&config_peer_routes(id)));
+            assert!(
+                compose.contains(&line),
+                "config-{id}: compose lacks `{line}`"
+            );
+        }
     }
 }

@@ -1,0 +1,7 @@
+# Offline stand-in for the official `redis` image: Debian's redis-server; docker-compose.yml gives the command.
+ARG BASE
+FROM ${BASE}
+USER redis
+WORKDIR /tmp
+EXPOSE 6379
+CMD ["redis-server", "--protected-mode", "no"]
