@@ -1,6 +1,7 @@
 //! Installs what the local stack needs: Debian packages when running as root (otherwise the exact command
 //! is printed), cargo-installed tools (tansu, cargo-nextest) and schemathesis from PyPI; with the test
-//! tools, also the headless browser the browser tests drive (Debian's `chromium` and `chromium-driver`).
+//! tools, also the headless browser the browser tests drive (Debian's `chromium` and `chromium-driver`) and
+//! promtool (Debian's `prometheus`), which `cargo xtask observability check` runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,6 +54,11 @@ const TEST_PACKAGES: &[Package] = &[
     Package {
         name: "chromium-driver",
         provides: || Path::new(distlab_testkit::browser::CHROMEDRIVER).is_file(),
+    },
+    // promtool, which `cargo xtask observability check` runs on deploy/observability/prometheus.yml.
+    Package {
+        name: "prometheus",
+        provides: || which("promtool").is_some(),
     },
 ];
 

@@ -23,6 +23,7 @@ mod config_bench;
 mod contracts;
 mod install;
 mod locks;
+mod observability;
 mod report;
 mod stack;
 
@@ -89,6 +90,11 @@ enum Command {
         #[command(subcommand)]
         command: chaos_cli::ChaosCommand,
     },
+    /// Check deploy/observability (promtool, the dashboards) against the running stack's metrics.
+    Observability {
+        #[command(subcommand)]
+        command: observability::Subcommand,
+    },
     /// Run a scenario against the running stack and print what happened.
     Scenario {
         #[command(subcommand)]
@@ -130,6 +136,9 @@ fn main() -> ExitCode {
         Command::Install => install::ensure_all(true),
         Command::Bench { which } => stack::Stack::discover().and_then(|s| bench::run(&s, which)),
         Command::Chaos { command } => chaos_cli::run(command),
+        Command::Observability {
+            command: observability::Subcommand::Check,
+        } => stack::Stack::discover().and_then(|s| observability::check(s.root())),
         Command::Scenario {
             which: Scenario::FlashSale(args),
         } => locks::flash_sale(args),
