@@ -379,30 +379,18 @@ pub fn unknown(used: &BTreeSet<String>, exported: &BTreeMap<String, String>) -> 
     used.iter().filter(|n| !known(n)).cloned().collect()
 }
 
-/// Sends the warm-up traffic, then reads every service's `/metrics` until none of `used` is missing or
-/// [`DEADLINE`] has passed; returns what is still missing. Fails when a service does not answer.
+/// Reads every service's `/metrics` once (which also creates their `http_requests_total` series), sends the
+/// warm-up traffic, then reads them again until none of `used` is missing or [`DEADLINE`] has passed;
+/// returns what is still missing. Fails at once, naming them, when services do not answer.
 async fn wait_for_metrics(used: &BTreeSet<String>) -> anyhow::Result<Vec<String>> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
+    read_all(&http).await?;
     warm_up(&http).await;
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let mut exported = BTreeMap::new();
-        for (service, port) in SERVICES {
-            let url = format!("http://127.0.0.1:{port}/metrics");
-            let text = async {
-                http.get(&url)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .text()
-                    .await
-            }
-            .await
-            .with_context(|| format!("{service}: cannot read {url} (is the stack up?)"))?;
-            exported.extend(exported_types(&text));
-        }
+        let exported = read_all(&http).await?;
         let missing = unknown(used, &exported);
         if missing.is_empty() || Instant::now() >= deadline {
             println!(
@@ -415,6 +403,43 @@ async fn wait_for_metrics(used: &BTreeSet<String>) -> anyhow::Result<Vec<String>
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The metric names and types every service exports now; fails naming the services that do not answer.
+async fn read_all(http: &reqwest::Client) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut exported = BTreeMap::new();
+    let mut down = Vec::new();
+    for (service, port) in SERVICES {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        match async {
+            http.get(&url)
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await
+        }
+        .await
+        {
+            Ok(text) => exported.extend(exported_types(&text)),
+            Err(error) => down.push(format!("{service} (:{port}: {})", root_cause(&error))),
+        }
+    }
+    anyhow::ensure!(
+        down.is_empty(),
+        "no metrics from {}; is the stack up (`cargo xtask up`)?",
+        down.join(", ")
+    );
+    Ok(exported)
+}
+
+/// The innermost cause of an error ("Connection refused"), without the URL every outer layer repeats.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// Traffic that touches the lazily created series and changes nothing (see the module documentation).
