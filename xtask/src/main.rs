@@ -27,6 +27,7 @@ mod contracts;
 mod install;
 mod load;
 mod locks;
+mod observability;
 mod report;
 mod stack;
 
@@ -94,6 +95,11 @@ enum Command {
         #[command(subcommand)]
         command: chaos_cli::ChaosCommand,
     },
+    /// Check deploy/observability (promtool, the dashboards) against the running stack's metrics.
+    Observability {
+        #[command(subcommand)]
+        command: observability::Subcommand,
+    },
     /// Run a scenario against the running stack and print what happened.
     Scenario {
         #[command(subcommand)]
@@ -143,6 +149,9 @@ fn main() -> ExitCode {
         Command::Install => install::ensure_all(true),
         Command::Bench { which } => stack::Stack::discover().and_then(|s| bench::run(&s, which)),
         Command::Chaos { command } => chaos_cli::run(command),
+        Command::Observability {
+            command: observability::Subcommand::Check,
+        } => stack::Stack::discover().and_then(|s| observability::check(s.root())),
         Command::Scenario {
             which: Scenario::FlashSale(args),
         } => locks::flash_sale(args),
@@ -187,11 +196,13 @@ fn test(nextest_args: &[String]) -> anyhow::Result<()> {
                 .args(nextest_args)
                 .status()?;
             let contracts = contracts::check(stack.root());
+            let observability = observability::check(stack.root());
             let smoke = load::smoke(stack.root());
             // The compose stack publishes on 127.0.0.2, beside the local stack's 127.0.0.1.
             let compose = compose::test_if_engine(stack.root());
             anyhow::ensure!(status.success(), "tests failed ({status})");
             contracts?;
+            observability.context("the dashboards' check failed")?;
             smoke.context("the k6 smoke test failed")?;
             compose.context("the compose test failed")
         });

@@ -4,7 +4,8 @@
 //! connections that apply the fault, so the log is exact without any lock on the data path. Besides the
 //! log, every hit is a tracing event (`fault hit`, with the link, the fault, the connection id and — for
 //! HTTP toxics — the request's method, path and `x-request-id`) and a Prometheus counter
-//! (`chaos_fault_hits_total{link, fault}`).
+//! (`chaos_fault_hits_total{link, fault}`). The faults active now are the gauge `chaos_active_faults{link,
+//! kind}`: opening an event adds one, its first end takes one away.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,13 @@ use serde::Serialize;
 
 /// How many events the log keeps (the oldest go first).
 pub const CAPACITY: usize = 1_000;
+
+/// Every [`FaultRef::kind`].
+pub const KINDS: [&str; 3] = ["toxic", "partition", "disabled"];
+
+fn active_gauge(link: &str, kind: &'static str) -> metrics::Gauge {
+    metrics::gauge!("chaos_active_faults", "link" => link.to_owned(), "kind" => kind)
+}
 
 /// What kind of fault an event is about.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -39,6 +47,8 @@ pub struct FaultEvent {
     connections: AtomicU64,
     requests: AtomicU64,
     hits: metrics::Counter,
+    /// `chaos_active_faults` of this event's link and kind.
+    active: metrics::Gauge,
 }
 
 impl FaultEvent {
@@ -62,6 +72,7 @@ impl FaultEvent {
         let mut ended = self.ended_at.lock().unwrap_or_else(|e| e.into_inner());
         if ended.is_none() {
             *ended = Some(Utc::now());
+            self.active.decrement(1.0);
             tracing::info!(link = %self.link, fault = %self.fault.name, "fault ended");
         }
     }
@@ -103,6 +114,14 @@ pub struct FaultLog {
 }
 
 impl FaultLog {
+    /// Makes the link's `chaos_active_faults` series exist, at 0, before its first fault (a series is only
+    /// exported once it was touched).
+    pub fn register_link(&self, link: &str) {
+        for kind in KINDS {
+            active_gauge(link, kind).increment(0.0);
+        }
+    }
+
     pub fn open(&self, link: &str, fault: FaultRef) -> Arc<FaultEvent> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let labels = [
@@ -110,6 +129,8 @@ impl FaultLog {
             ("fault", fault.fault_type.clone()),
         ];
         tracing::info!(link, fault = %fault.name, fault_type = %fault.fault_type, "fault started");
+        let active = active_gauge(link, fault.kind);
+        active.increment(1.0);
         let event = Arc::new(FaultEvent {
             id,
             link: link.to_owned(),
@@ -119,6 +140,7 @@ impl FaultLog {
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             hits: metrics::counter!("chaos_fault_hits_total", &labels),
+            active,
         });
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if events.len() == CAPACITY {

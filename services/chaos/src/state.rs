@@ -413,6 +413,7 @@ impl Chaos {
             accepting: None,
             disabled: None,
         };
+        self.events.register_link(&name);
         if entry.enabled {
             entry.start().await?;
         } else {

@@ -681,3 +681,69 @@ async fn metrics_count_links_and_faults() {
         assert!(text.contains(expected), "{expected} missing from\n{text}");
     }
 }
+
+#[tokio::test]
+async fn the_active_faults_gauge_follows_toxics_and_disabling() {
+    let sidecar = sidecar().await;
+    // A link name of its own: tests in one process share the metrics recorder.
+    sidecar
+        .proxy("faulted->echo", echo_server().await, "tcp")
+        .await;
+    let active = |kind: &str| {
+        let series = format!("chaos_active_faults{{link=\"faulted->echo\",kind=\"{kind}\"}} ");
+        let sidecar = &sidecar;
+        async move {
+            let text = sidecar
+                .http
+                .get(format!("{}/metrics", sidecar.base))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&series))
+                .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+                .trim()
+                .parse::<f64>()
+                .expect("a number")
+        }
+    };
+    // Exported before the first fault.
+    for kind in ["toxic", "partition", "disabled"] {
+        assert_eq!(active(kind).await, 0.0, "{kind}");
+    }
+    for name in ["slow", "slower"] {
+        sidecar
+            .toxic(
+                "faulted->echo",
+                json!({"name": name, "type": "latency", "attributes": {"latency": 1}}),
+            )
+            .await;
+    }
+    assert_eq!(active("toxic").await, 2.0);
+    // An update replaces the toxic: still two.
+    let (status, body) = sidecar
+        .post(
+            "/proxies/faulted->echo/toxics/slow",
+            json!({"attributes": {"latency": 2}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(active("toxic").await, 2.0);
+    assert_eq!(
+        sidecar.delete("/proxies/faulted->echo/toxics/slow").await,
+        204
+    );
+    assert_eq!(active("toxic").await, 1.0);
+    let (status, body) = sidecar
+        .post("/proxies/faulted->echo", json!({"enabled": false}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(active("disabled").await, 1.0);
+    // Deleting the proxy ends all of its faults.
+    assert_eq!(sidecar.delete("/proxies/faulted->echo").await, 204);
+    assert_eq!(active("toxic").await, 0.0);
+    assert_eq!(active("disabled").await, 0.0);
+}

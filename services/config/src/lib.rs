@@ -4,8 +4,10 @@
 //!
 //! Each process is one node. [`raft`] runs openraft over [`store`] (log in redb, state machine in memory with
 //! file snapshots) and [`network`] (JSON over HTTP); [`kv`] is the state machine itself, plain Rust;
-//! [`http`] serves the client API, management and the Raft RPC on one port.
+//! [`http`] serves the client API, management and the Raft RPC on one port; [`gauges`] exports the node's
+//! Raft state to `/metrics`.
 
+pub mod gauges;
 pub mod http;
 pub mod kv;
 pub mod network;
@@ -45,6 +47,7 @@ impl Application {
             )
         })?;
         let shutdown = CancellationToken::new();
+        tokio::spawn(gauges::export(node.clone(), shutdown.clone()));
         let state = http::AppState {
             node: node.clone(),
             admin_token: Arc::from(settings.admin_token.as_str()),

@@ -60,6 +60,68 @@ async fn a_leader_is_elected_on_start_and_every_node_agrees_on_it() {
     assert_eq!(ready.status(), StatusCode::OK);
 }
 
+/// The value of `name{node="<id>"}` in a Prometheus text exposition.
+fn gauge(text: &str, name: &str, id: u64) -> Option<f64> {
+    let series = format!("{name}{{node=\"{id}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn every_node_exports_its_raft_state_as_gauges() {
+    let cluster = cluster().await;
+    let leader = cluster.leader().await;
+    put_ok(&cluster, leader, "gauges", json!(1)).await;
+    for id in cluster.ids() {
+        let url = format!("{}/metrics", cluster.url(id));
+        // Refreshed once a second: wait until the gauges show the write above.
+        let (text, status) = eventually(
+            &format!("node {id}'s Raft gauges"),
+            Duration::from_secs(10),
+            || async {
+                let text = cluster
+                    .http()
+                    .get(&url)
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                let status = cluster.status(id).await?;
+                let applied = status["applied_index"].as_u64()?;
+                (gauge(&text, "raft_applied_index", id)? >= applied as f64 && applied > 0)
+                    .then_some((text, status))
+            },
+        )
+        .await;
+        let term = gauge(&text, "raft_term", id).unwrap();
+        assert!(
+            term >= 1.0 && term <= status["term"].as_f64().unwrap(),
+            "{text}"
+        );
+        assert_eq!(
+            gauge(&text, "raft_leader_id", id),
+            Some(leader as f64),
+            "{text}"
+        );
+        assert_eq!(
+            gauge(&text, "raft_is_leader", id),
+            Some(if id == leader { 1.0 } else { 0.0 })
+        );
+        assert!(
+            gauge(&text, "raft_commit_index", id).unwrap() >= 1.0,
+            "{text}"
+        );
+        assert!(
+            gauge(&text, "raft_last_log_index", id).unwrap() >= 1.0,
+            "{text}"
+        );
+        assert!(text.contains("# TYPE raft_term gauge"), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn a_write_to_any_node_is_forwarded_to_the_leader_and_read_linearizably_everywhere() {
     let cluster = cluster().await;

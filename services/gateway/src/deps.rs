@@ -101,6 +101,9 @@ impl Dependency {
         timeout: Duration,
         http: reqwest::Client,
     ) -> Self {
+        // Exported from the start (a series appears only once touched), for the dashboards.
+        metrics::counter!("gateway_breaker_refusals_total", "dependency" => name).increment(0);
+        metrics::gauge!("gateway_breaker_open", "dependency" => name).increment(0.0);
         Self {
             name,
             base_url: base_url.trim_end_matches('/').to_owned(),

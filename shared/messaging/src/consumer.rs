@@ -588,6 +588,8 @@ impl<H: Handler> IdempotentConsumer<H> {
             }
         };
         self.stats.look_failed(None);
+        metrics::gauge!("consumer_lag_messages", "consumer" => self.config.name.clone())
+            .set(offsets::lag(&look) as f64);
         let rewinds = offsets::rewinds(watch, &look);
         let went_back = !rewinds.is_empty() && self.go_back(rewinds, watch).await;
         if went_back {

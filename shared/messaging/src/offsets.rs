@@ -177,6 +177,20 @@ pub fn rewinds(watch: &mut BrokerWatch, look: &Look) -> Vec<Rewind> {
         .collect()
 }
 
+/// The consumer's lag in messages, as of one look: over its assigned partitions, the messages between the
+/// group's committed offset and the high watermark. A partition without a committed offset counts from the
+/// consumer's position, else from its low watermark (`auto.offset.reset` is `earliest`); an offset above the
+/// high watermark (a broker that lost its log, see above) counts 0. Exported as `consumer_lag_messages`.
+pub fn lag(look: &Look) -> i64 {
+    look.partitions
+        .iter()
+        .map(|p| {
+            let from = p.committed.or(p.position).unwrap_or(p.low);
+            (p.high - from).max(0)
+        })
+        .sum()
+}
+
 /// Reads the cluster id and, for every assigned partition, the consumer's position, the group's committed
 /// offset and the watermarks. Blocking: one metadata, one offset-fetch and one list-offsets request per
 /// partition.
@@ -268,6 +282,21 @@ mod tests {
 
     fn causes(rewinds: &[Rewind]) -> Vec<(i32, Cause)> {
         rewinds.iter().map(|r| (r.partition.1, r.cause)).collect()
+    }
+
+    #[test]
+    fn the_lag_counts_from_the_commit_else_the_position_else_the_start() {
+        let mut from_low = state(3, None, None, 5);
+        from_low.low = 2;
+        let partitions = vec![
+            state(0, Some(9), Some(7), 10),
+            state(1, Some(4), None, 10),
+            from_low,
+            // Above the high watermark: the broker lost its log; no negative lag.
+            state(4, Some(12), Some(12), 3),
+        ];
+        assert_eq!(lag(&look("a", partitions)), 3 + 6 + 3);
+        assert_eq!(lag(&look("a", Vec::new())), 0, "no partition assigned");
     }
 
     #[test]

@@ -105,6 +105,16 @@ pub async fn counts(pool: &PgPool, stuck_after_attempts: i32) -> sqlx::Result<Ou
     .await
 }
 
+/// How long the oldest row of the outbox has waited, in seconds (0 when the outbox is empty): how far the
+/// relay is behind, whatever the number of rows.
+pub async fn oldest_pending_seconds(pool: &PgPool) -> sqlx::Result<f64> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 FROM outbox",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Label of this relay in logs and metrics (e.g. `order`).
@@ -467,6 +477,12 @@ impl Relay {
             }
             Err(error) => {
                 tracing::warn!(relay = %self.config.name, %error, "cannot count outbox rows")
+            }
+        }
+        match oldest_pending_seconds(&self.pool).await {
+            Ok(age) => metrics::gauge!("outbox_oldest_pending_seconds", &labels).set(age),
+            Err(error) => {
+                tracing::warn!(relay = %self.config.name, %error, "cannot read the outbox's oldest row")
             }
         }
     }
