@@ -46,15 +46,15 @@ export const TREND_STATS = ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max
  * ones have finished (k6's constant-arrival-rate). VUs are only the pool the iterations run on; an
  * iteration that finds none free is counted in `dropped_iterations`.
  */
-export function openScenario(exec, rate, duration, extra = {}) {
+export function openScenario(fn, rate, duration, extra = {}) {
   return Object.assign(
     {
       executor: 'constant-arrival-rate',
-      exec,
+      exec: fn,
       rate,
       timeUnit: '1s',
       duration,
-      preAllocatedVUs: Math.max(2, Math.ceil(rate / 2)),
+      preAllocatedVUs: Math.max(2, rate),
       maxVUs: Math.max(10, Math.ceil(rate * 4)),
       gracefulStop: '10s',
     },

@@ -48,7 +48,9 @@ export function iteration(write = Math.random() < WRITE_SHARE) {
   if (!write) {
     const consistency = Math.random() < 0.1 ? 'stale' : 'linearizable';
     const r = read(node, key, consistency);
-    check(r, { 'config: read 200': (x) => x.status === 200 });
+    if (!check(r, { 'config: read 200': (x) => x.status === 200 })) {
+      console.warn(`config: ${consistency} read of ${key} on ${node} answered ${r.status} ${String(r.body).slice(0, 200)}`);
+    }
     return;
   }
   const w = putJson(`${node}/v1/kv/${key}`, { value: { writer: uniqueKey('k6'), at: Date.now() } }, 'config_write');
