@@ -117,7 +117,16 @@ impl Shop {
     }
 }
 
-/// `(service, span name)` of each span, sorted, for messages.
+/// One line per span, `service: name`, sorted, for messages.
+fn listing(spans: &[ReceivedSpan]) -> String {
+    names(spans)
+        .into_iter()
+        .map(|(service, name)| format!("  {service}: {name}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `(service, span name)` of each span, sorted.
 fn names(spans: &[ReceivedSpan]) -> Vec<(String, String)> {
     let mut names: Vec<(String, String)> = spans
         .iter()
@@ -213,7 +222,7 @@ async fn one_order_is_one_trace_across_http_the_outbox_kafka_and_2pc() {
             pair[0]
         );
     }
-    println!("outbox order's trace:\n{:#?}", names(&outbox));
+    println!("outbox order's trace:\n{}", listing(&outbox));
 
     // A 2PC order, placed by a client that traces: the whole transaction is in the client's trace.
     let trace_id = "5e1f0c2a9b7d4e3f8a6b1c0d2e4f6a8b";
@@ -277,8 +286,8 @@ async fn one_order_is_one_trace_across_http_the_outbox_kafka_and_2pc() {
             })
             .unwrap_or_else(|| {
                 panic!(
-                    "no {participant} request under {at_coordinator}: {:#?}",
-                    names(&two_phase)
+                    "no {participant} request under {at_coordinator}:\n{}",
+                    listing(&two_phase)
                 )
             });
         assert!(
@@ -288,5 +297,5 @@ async fn one_order_is_one_trace_across_http_the_outbox_kafka_and_2pc() {
             "the {participant} branch's {phase} span is under its request"
         );
     }
-    println!("2PC order's trace:\n{:#?}", names(&two_phase));
+    println!("2PC order's trace:\n{}", listing(&two_phase));
 }
