@@ -4,12 +4,15 @@
 //! Before a request is forwarded the link's HTTP toxics are matched against its method and path:
 //! `http_latency` delays it, `http_error` answers it from the proxy (the upstream never sees it). Every
 //! response touched by a toxic carries `x-distlab-chaos-fault: <link>/<toxic>`, and every hit is logged
-//! with the request's `x-request-id` — which fault hit which request (Toxiproxy #414).
+//! with the request's `x-request-id` — which fault hit which request (Toxiproxy #414). When traces are
+//! exported, each relayed request is a `chaos.proxy` span in the caller's trace, and each hit (the "fault
+//! hit" log line) is an event of that span.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use distlab_platform::trace::{self, SpanKind};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -19,6 +22,7 @@ use serde_json::json;
 use tokio::io::DuplexStream;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, watch};
+use tracing::Instrument;
 
 use crate::faults::{ActiveToxic, LinkFaults, jittered};
 use crate::toxic::Kind;
@@ -83,7 +87,26 @@ struct Relay {
 }
 
 impl Relay {
-    async fn handle(&self, request: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+    /// Relays one request in a span of its own when tracing is on: a child of the caller's `traceparent`,
+    /// passed on to the upstream as this span's, with an event for each toxic that acts on the request.
+    async fn handle(&self, mut request: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+        if !trace::enabled() {
+            return self.forward(request).await;
+        }
+        let span = tracing::info_span!("chaos.proxy", link = %self.link, connection = self.connection,
+            method = %request.method(), path = %request.uri().path(),
+            otel.name = tracing::field::Empty, otel.kind = tracing::field::Empty);
+        trace::name_span(
+            &span,
+            format_args!("chaos {} {}", self.link, request.method()),
+            SpanKind::Server,
+        );
+        trace::set_parent_from_headers(&span, request.headers());
+        span.in_scope(|| trace::inject_headers(request.headers_mut()));
+        self.forward(request).instrument(span).await
+    }
+
+    async fn forward(&self, request: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
         let method = request.method().as_str().to_owned();
         let path = request.uri().path().to_owned();
         let request_id = request

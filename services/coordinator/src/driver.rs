@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use distlab_platform::trace::{self, PropagateTrace, SpanKind};
 use distlab_twopc::Gid;
 use distlab_twopc::faults::{Crashed, Faults, Outcome};
 use distlab_twopc::protocol::Decision;
@@ -24,6 +25,7 @@ use distlab_twopc::wire::{
 };
 use futures::future::join_all;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::config::{Endpoint, Timeouts};
 use crate::log;
@@ -72,6 +74,27 @@ pub fn fault_points(endpoints: &[Endpoint]) -> Vec<String> {
         points.push(format!("phase2:{}", endpoint.name));
     }
     points
+}
+
+/// The participant's endpoint of a decision: `commit` or `rollback`.
+fn path_of(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Commit => "commit",
+        Decision::Abort => "rollback",
+    }
+}
+
+/// The span of one phase's message to one participant (`2pc.prepare order`, `2pc.commit inventory`…); the
+/// participant's request span is its child.
+fn participant_span(phase: &str, endpoint: &Endpoint, gid: &Gid) -> tracing::Span {
+    let span = tracing::info_span!("2pc.participant", phase, participant = %endpoint.name, %gid,
+        otel.name = tracing::field::Empty, otel.kind = tracing::field::Empty);
+    trace::name_span(
+        &span,
+        format_args!("2pc.{phase} {}", endpoint.name),
+        SpanKind::Client,
+    );
+    span
 }
 
 /// Drives global transactions. Cheap to clone.
@@ -154,11 +177,10 @@ impl Coordinator {
             event = Some(match action {
                 Action::Prepare(_) => {
                     let order = order.expect("a machine that prepares runs with its order");
-                    let answers = join_all(
-                        self.endpoints
-                            .iter()
-                            .map(|endpoint| self.ask_to_prepare(endpoint, gid, order)),
-                    )
+                    let answers = join_all(self.endpoints.iter().map(|endpoint| {
+                        let span = participant_span("prepare", endpoint, gid);
+                        self.ask_to_prepare(endpoint, gid, order).instrument(span)
+                    }))
                     .await;
                     let votes = answers
                         .iter()
@@ -198,7 +220,8 @@ impl Coordinator {
                         .iter()
                         .find(|e| e.name == participant)
                         .expect("the machine tells configured participants only");
-                    if self.tell(endpoint, gid, decision).await? {
+                    let span = participant_span(path_of(decision), endpoint, gid);
+                    if self.tell(endpoint, gid, decision).instrument(span).await? {
                         Event::Acked
                     } else {
                         Event::NotAcked
@@ -236,6 +259,7 @@ impl Coordinator {
         let response = self
             .http
             .post(format!("{}/2pc/prepare", endpoint.url))
+            .with_trace()
             .json(&request)
             .timeout(self.timeouts.prepare)
             .send()
@@ -260,15 +284,13 @@ impl Coordinator {
         gid: &Gid,
         decision: Decision,
     ) -> Result<bool, CoordinatorError> {
-        let path = match decision {
-            Decision::Commit => "commit",
-            Decision::Abort => "rollback",
-        };
+        let path = path_of(decision);
         let mut pause = PHASE2_PAUSE;
         for attempt in 1..=PHASE2_TRIES {
             let sent = self
                 .http
                 .post(format!("{}/2pc/{path}", endpoint.url))
+                .with_trace()
                 .json(&GidRequest { gid: gid.clone() })
                 .timeout(self.timeouts.phase2)
                 .send()

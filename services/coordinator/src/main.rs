@@ -4,7 +4,7 @@ use coordinator::{Application, Config};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    distlab_platform::telemetry::init("coordinator");
+    let _telemetry = distlab_platform::telemetry::init("coordinator");
     let app = Application::build(config).await?;
     distlab_platform::http::cancel_on_signal(app.shutdown_token());
     tracing::info!(addr = %app.local_addr()?, "coordinator listening");

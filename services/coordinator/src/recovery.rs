@@ -11,6 +11,7 @@
 //!    ever committed it), one the log calls done is finished as logged; undecided and undone ones are left
 //!    to their deadline and to step 2.
 
+use distlab_platform::trace::PropagateTrace;
 use distlab_twopc::Gid;
 use distlab_twopc::protocol::Decision;
 use distlab_twopc::wire::{GidRequest, PreparedList};
@@ -72,6 +73,7 @@ async fn reconcile(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
     for endpoint in coordinator.endpoints.iter() {
         let listed = http
             .get(format!("{}/2pc", endpoint.url))
+            .with_trace()
             .timeout(coordinator.timeouts.phase2)
             .send()
             .await
@@ -98,6 +100,7 @@ async fn reconcile(coordinator: &Coordinator) -> Result<(), CoordinatorError> {
             };
             let sent = http
                 .post(format!("{}/2pc/{path}", endpoint.url))
+                .with_trace()
                 .json(&GidRequest {
                     gid: branch.gid.clone(),
                 })

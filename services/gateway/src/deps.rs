@@ -6,6 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use distlab_platform::trace::PropagateTrace;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -210,7 +211,7 @@ impl Dependency {
                 }
             }
         };
-        let response = request.send().await.map_err(failed)?;
+        let response = request.with_trace().send().await.map_err(failed)?;
         let status = response.status();
         if !status.is_success() {
             let body = response.json::<Value>().await.unwrap_or(Value::Null);

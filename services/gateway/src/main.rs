@@ -4,7 +4,7 @@ use gateway::{Application, Config};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    distlab_platform::telemetry::init("gateway");
+    let _telemetry = distlab_platform::telemetry::init("gateway");
     let app = Application::build(config).await?;
     distlab_platform::http::cancel_on_signal(app.shutdown_token());
     tracing::info!(addr = %app.local_addr()?, "gateway listening");

@@ -19,7 +19,7 @@
 //! Before the batch, the batch's SKUs are locked in SKU order ([`Handler::before_batch`]), so two inventory
 //! replicas working on overlapping orders wait for each other instead of deadlocking.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Context;
 
@@ -52,6 +52,8 @@ pub enum Decision {
 pub struct OrderToReserve {
     pub order_id: Uuid,
     pub items: Vec<OrderItem>,
+    /// The span that consumed the `OrderPlaced` (when traced): the answer continues its trace.
+    pub traceparent: Option<String>,
 }
 
 impl TryFrom<OrderPlaced> for OrderToReserve {
@@ -87,6 +89,7 @@ impl TryFrom<OrderPlaced> for OrderToReserve {
         Ok(Self {
             order_id: order.order_id,
             items,
+            traceparent: None,
         })
     }
 }
@@ -287,7 +290,10 @@ impl Handler for Reservations {
             return Ok(None);
         }
         let order: OrderPlaced = envelope.payload_as().map_err(|e| e.to_string())?;
-        OrderToReserve::try_from(order).map(Some)
+        let mut order = OrderToReserve::try_from(order)?;
+        // `decode` runs in the message's consume span: the answer will be produced by it.
+        order.traceparent = distlab_platform::trace::current_traceparent();
+        Ok(Some(order))
     }
 
     async fn before_batch(
@@ -310,6 +316,11 @@ impl Handler for Reservations {
     ) -> anyhow::Result<()> {
         let mut answers = Vec::with_capacity(orders.len());
         let mut decided_before = Vec::new();
+        let traces: HashMap<Uuid, &str> = orders
+            .iter()
+            .filter_map(|o| Some((o.order_id, o.traceparent.as_deref()?)))
+            .collect();
+        let produced_by = |order_id: &Uuid| traces.get(order_id).map(|t| (*t).to_owned());
         for (order_id, decision) in reserve(&mut *conn, orders).await? {
             let answer = match decision {
                 Decision::Reserved(items) => {
@@ -334,7 +345,7 @@ impl Handler for Reservations {
             answers.push(OutboxMessage {
                 topic: self.answer_topic.clone(),
                 key: order_id.to_string(),
-                envelope: answer,
+                envelope: answer.produced_by(produced_by(&order_id)),
             });
         }
         if !decided_before.is_empty() {
@@ -348,7 +359,7 @@ impl Handler for Reservations {
                 answers.push(OutboxMessage {
                     topic: self.answer_topic.clone(),
                     key: order_id.to_string(),
-                    envelope: answer,
+                    envelope: answer.produced_by(produced_by(&order_id)),
                 });
             }
         }

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use distlab_platform::trace::PropagateTrace;
 use distlab_platform::{ErrorBody, Path};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -94,6 +95,7 @@ async fn read_through(state: &AppState, sku: &str) -> Result<StockView, OrderErr
     let answer = state
         .http
         .get(format!("{}/products/{sku}", state.inventory_url))
+        .with_trace()
         .timeout(CP_DEADLINE)
         .send()
         .await

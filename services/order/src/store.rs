@@ -60,13 +60,14 @@ impl TryFrom<OrderRow> for Order {
 const ORDER_COLUMNS: &str = "id, customer_id, items, status, mode, reason, created_at, updated_at";
 
 /// The order write path as one statement, so one local transaction: the order (PENDING) and its
-/// `OrderPlaced` in the outbox (the outbox's columns are those of `distlab_messaging::outbox::enqueue_all`).
+/// `OrderPlaced` in the outbox (the outbox's columns are those of `distlab_messaging::outbox::enqueue_all`;
+/// `traceparent` is the envelope's, the span of the request that placed the order).
 const PLACE: &str = "WITH placed AS (
         INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at, redeliver_at)
         VALUES ($1, $2, $3, 'PENDING', $4, $5, $5, $9)
         RETURNING id)
-    INSERT INTO outbox (message_id, topic, message_key, envelope)
-    SELECT $6, $7, id::text, $8 FROM placed";
+    INSERT INTO outbox (message_id, topic, message_key, envelope, traceparent)
+    SELECT $6, $7, id::text, $8, $10 FROM placed";
 
 /// The same, recording the `Idempotency-Key` first: when the key exists, nothing is written (0 rows). A
 /// concurrent request with the same key waits on the key's unique index until the first one commits.
@@ -79,8 +80,8 @@ const PLACE_WITH_KEY: &str = "WITH recorded AS (
         INSERT INTO orders (id, customer_id, items, status, mode, created_at, updated_at, redeliver_at)
         SELECT $1, $2, $3, 'PENDING', $4, $5, $5, $9 FROM recorded
         RETURNING id)
-    INSERT INTO outbox (message_id, topic, message_key, envelope)
-    SELECT $6, $7, id::text, $8 FROM placed";
+    INSERT INTO outbox (message_id, topic, message_key, envelope, traceparent)
+    SELECT $6, $7, id::text, $8, $13 FROM placed";
 
 /// Places an outbox-mode order: in ONE local transaction (one statement), the idempotency record if a key
 /// came, the order (PENDING) and its `OrderPlaced` message in the outbox. Without an answer after
@@ -126,6 +127,7 @@ fn place_query<'q>(
         customer_id: placed.customer_id.clone(),
         items: placed.items.clone(),
     })?;
+    let traceparent = event.traceparent.clone();
     let query = sqlx::query(if key.is_some() { PLACE_WITH_KEY } else { PLACE })
         .bind(placed.id)
         .bind(placed.customer_id.clone())
@@ -140,8 +142,9 @@ fn place_query<'q>(
         Some(key) => query
             .bind(&key.key)
             .bind(&key.request_hash)
-            .bind(Json(placed.clone())),
-        None => query,
+            .bind(Json(placed.clone()))
+            .bind(traceparent),
+        None => query.bind(traceparent),
     };
     Ok((placed, query))
 }

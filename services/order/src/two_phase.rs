@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use distlab_platform::ApiError;
+use distlab_platform::trace::PropagateTrace;
 use distlab_twopc::Gid;
 use distlab_twopc::participant::{BranchError, BranchWork, ParticipantError};
 use distlab_twopc::protocol::Decision;
@@ -244,6 +245,7 @@ async fn run_at_coordinator(
     let failure = match state
         .http
         .post(format!("{}/transactions", state.coordinator_url))
+        .with_trace()
         .json(&request)
         .timeout(COORDINATOR_TIMEOUT)
         .send()
@@ -263,6 +265,7 @@ async fn run_at_coordinator(
         let looked = state
             .http
             .get(format!("{}/transactions/{gid}", state.coordinator_url))
+            .with_trace()
             .timeout(DECISION_POLL * 5)
             .send()
             .await;

@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use distlab_platform::trace::{self, SpanKind};
 use futures::FutureExt;
 use rdkafka::Message;
 use std::sync::Arc;
@@ -60,7 +61,9 @@ pub trait Handler: Send + Sync + 'static {
     type Message: Send + Sync;
 
     /// Decodes an envelope: `Ok(None)` for a type this handler ignores, `Err` for a message that can never
-    /// be applied (it goes to `dead_letters`). Pure: no IO.
+    /// be applied (it goes to `dead_letters`). Pure: no IO. Runs in the message's `kafka.consume` span (when
+    /// tracing is on): a handler that answers keeps the current `traceparent` here, for its answer's
+    /// [`Envelope::produced_by`].
     fn decode(&self, envelope: &Envelope) -> Result<Option<Self::Message>, String>;
 
     /// Called once per batch, before [`Handler::handle`], with the batch's new messages — e.g. to lock rows
@@ -452,6 +455,8 @@ impl<H: Handler> IdempotentConsumer<H> {
         let mut outcome = BatchOutcome::default();
         let mut dead: Vec<(&Received, String)> = Vec::new();
         let mut decoded: Vec<(Uuid, H::Message)> = Vec::with_capacity(batch.len());
+        // The messages' spans end when the batch is applied (they are dropped with this vector).
+        let mut spans: Vec<tracing::Span> = Vec::new();
         for received in batch {
             let envelope = match Envelope::from_bytes(&received.payload) {
                 Ok(envelope) => envelope,
@@ -460,8 +465,12 @@ impl<H: Handler> IdempotentConsumer<H> {
                     continue;
                 }
             };
-            match self.handler.decode(&envelope) {
-                Ok(Some(message)) => decoded.push((envelope.message_id, message)),
+            let span = self.consume_span(received, &envelope);
+            match span.in_scope(|| self.handler.decode(&envelope)) {
+                Ok(Some(message)) => {
+                    decoded.push((envelope.message_id, message));
+                    spans.push(span);
+                }
                 Ok(None) => outcome.ignored += 1,
                 Err(error) => dead.push((received, error)),
             }
@@ -514,6 +523,7 @@ impl<H: Handler> IdempotentConsumer<H> {
         }
         outcome.dead_letters = dead.len();
         tx.commit().await?;
+        drop(spans);
 
         self.stats
             .applied
@@ -531,6 +541,25 @@ impl<H: Handler> IdempotentConsumer<H> {
         metrics::histogram!("consumer_batch_seconds", "consumer" => name)
             .record(started.elapsed().as_secs_f64());
         Ok(outcome)
+    }
+
+    /// The span of one consumed message, a child of the span that produced it (the envelope's
+    /// `traceparent`); none when tracing is off. [`Handler::decode`] runs in it, so a handler that answers
+    /// the message can keep [`distlab_platform::trace::current_traceparent`] for its answer.
+    fn consume_span(&self, received: &Received, envelope: &Envelope) -> tracing::Span {
+        if !trace::enabled() {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!("kafka.consume", consumer = %self.config.name, topic = %received.topic,
+            partition = received.partition, offset = received.offset, message_id = %envelope.message_id,
+            otel.name = tracing::field::Empty, otel.kind = tracing::field::Empty);
+        trace::name_span(
+            &span,
+            format_args!("consume {}", envelope.kind),
+            SpanKind::Consumer,
+        );
+        trace::set_parent(&span, envelope.traceparent.as_deref());
+        span
     }
 
     /// A receive failed: the broker may be gone. At the first failure of an outage, the consumer stops

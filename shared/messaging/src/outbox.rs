@@ -2,7 +2,8 @@
 //!
 //! **Writing.** A service that changes business data calls [`enqueue_all`] inside the *same* local transaction,
 //! so the message exists if and only if the change committed (seed, step 1). The `outbox` table (see the
-//! migrations of each database) holds the whole [envelope](crate::Envelope), the topic and the key.
+//! migrations of each database) holds the whole [envelope](crate::Envelope), the topic and the key, and the
+//! `traceparent` of the span that wrote it (NULL when it was not traced).
 //!
 //! **Relaying** (seed, step 2). [`Relay`] is a background task of the service that owns the table:
 //!
@@ -10,7 +11,9 @@
 //!    [`RelayConfig::poll_interval`] when no notification comes (a lost connection, a missed notify);
 //! 2. it claims a batch of due rows with `SELECT … FOR UPDATE SKIP LOCKED`, so several replicas relay in
 //!    parallel without taking the same row;
-//! 3. it publishes the batch with the idempotent `acks=all` producer and **waits for every delivery report**;
+//! 3. it publishes the batch with the idempotent `acks=all` producer and **waits for every delivery report**
+//!    (when tracing is on, each row is published in a `publish` span, a child of the row's `traceparent`,
+//!    and the envelope sent carries that span's `traceparent`, so the consumer continues the trace);
 //! 4. in the same transaction that holds the claim, delivered rows are deleted (forwarded → removed, as the
 //!    seed says; Kafka keeps the message) and failed rows get `attempts + 1`, the error and a
 //!    `next_attempt_at` from a capped exponential [`Backoff`] (not forwarded → retried). The table thus only
@@ -38,12 +41,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use distlab_platform::trace::{self, SpanKind};
 use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
@@ -61,7 +66,8 @@ pub struct OutboxMessage {
     pub envelope: Envelope,
 }
 
-/// Writes every message into the outbox, in one statement, as part of the caller's transaction.
+/// Writes every message into the outbox, in one statement, as part of the caller's transaction; a row's
+/// `traceparent` is its envelope's.
 pub async fn enqueue_all(conn: &mut PgConnection, messages: &[OutboxMessage]) -> sqlx::Result<()> {
     if messages.is_empty() {
         return Ok(());
@@ -73,14 +79,19 @@ pub async fn enqueue_all(conn: &mut PgConnection, messages: &[OutboxMessage]) ->
         .iter()
         .map(|m| sqlx::types::Json(&m.envelope))
         .collect();
+    let traceparents: Vec<Option<&str>> = messages
+        .iter()
+        .map(|m| m.envelope.traceparent.as_deref())
+        .collect();
     sqlx::query(
-        "INSERT INTO outbox (message_id, topic, message_key, envelope)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
+        "INSERT INTO outbox (message_id, topic, message_key, envelope, traceparent)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[])",
     )
     .bind(&ids)
     .bind(&topics)
     .bind(&keys)
     .bind(&envelopes)
+    .bind(&traceparents)
     .execute(conn)
     .await?;
     Ok(())
@@ -180,6 +191,7 @@ struct ClaimedRow {
     message_key: String,
     envelope: String,
     attempts: i32,
+    traceparent: Option<String>,
 }
 
 /// What one relay round did.
@@ -312,7 +324,7 @@ impl Relay {
         let started = Instant::now();
         let mut tx = self.pool.begin().await?;
         let rows: Vec<ClaimedRow> = sqlx::query_as(
-            "SELECT id, message_id, topic, message_key, envelope::text AS envelope, attempts
+            "SELECT id, message_id, topic, message_key, envelope::text AS envelope, attempts, traceparent
              FROM outbox
              WHERE next_attempt_at <= now()
              ORDER BY id
@@ -329,14 +341,25 @@ impl Relay {
 
         // The envelope carries the message id; no Kafka headers are sent (tansu's SQLite storage looks a
         // record's headers up with a full scan of every header it holds, which makes fetches O(n)).
-        let deliveries = join_all(rows.iter().map(|row| {
+        let traced: Vec<(tracing::Span, Option<Vec<u8>>)> = if distlab_platform::trace::enabled() {
+            rows.iter().map(|row| self.publish_span(row)).collect()
+        } else {
+            Vec::new()
+        };
+        let deliveries = join_all(rows.iter().enumerate().map(|(i, row)| {
+            let (span, payload) = match traced.get(i) {
+                Some((span, payload)) => (span.clone(), payload.as_deref()),
+                None => (tracing::Span::none(), None),
+            };
             let record = FutureRecord::to(&row.topic)
                 .key(row.message_key.as_bytes())
-                .payload(row.envelope.as_bytes());
+                .payload(payload.unwrap_or(row.envelope.as_bytes()));
             self.producer
                 .send(record, Timeout::After(kafka::DELIVERY_TIMEOUT))
+                .instrument(span)
         }))
         .await;
+        drop(traced);
 
         if self.faults.take_crash_after_publish() {
             tracing::warn!(relay = %self.config.name, rows = rows.len(), "injected fault: relay dies after publishing, before removing the rows");
@@ -416,6 +439,28 @@ impl Relay {
             sent: sent.len(),
             failed: failed_ids.len(),
         })
+    }
+
+    /// The span that publishes `row` (a child of the span that wrote it) and, when the envelope parses, the
+    /// envelope to send instead of the stored one: the same, produced by this span.
+    fn publish_span(&self, row: &ClaimedRow) -> (tracing::Span, Option<Vec<u8>>) {
+        let envelope = Envelope::from_bytes(row.envelope.as_bytes()).ok();
+        let kind = envelope.as_ref().map_or("message", |e| e.kind.as_str());
+        let span = tracing::info_span!("outbox.publish", relay = %self.config.name, topic = %row.topic,
+            message_id = %row.message_id, otel.name = tracing::field::Empty, otel.kind = tracing::field::Empty);
+        trace::name_span(&span, format_args!("publish {kind}"), SpanKind::Producer);
+        // Rows written before the `traceparent` column still carry their producer in the envelope.
+        let parent = row
+            .traceparent
+            .as_deref()
+            .or_else(|| envelope.as_ref().and_then(|e| e.traceparent.as_deref()));
+        trace::set_parent(&span, parent);
+        let payload = envelope.map(|envelope| {
+            envelope
+                .produced_by(trace::traceparent_of_span(&span))
+                .to_bytes()
+        });
+        (span, payload)
     }
 
     /// A producer that failed fatally (an idempotent producer can), or that has not delivered anything for

@@ -2,9 +2,10 @@
 //!
 //! A service builds its own resource routers, then calls [`service_router`] to add `/healthz`, `/readyz`,
 //! `/metrics`, `/openapi.json`, a JSON 404/405, and the middleware stack: request ids (`x-request-id`, made
-//! when missing and echoed back), a tracing span per request, a per-request timeout (so graceful shutdown
-//! cannot hang on a stuck request), panics turned into a logged 500, and Prometheus metrics labelled by the
-//! *matched* route (never by raw path, which would explode cardinality).
+//! when missing and echoed back), a tracing span per request (a child of the caller's span when the request
+//! carries a `traceparent`, see [`crate::trace`]), a per-request timeout (so graceful shutdown cannot hang
+//! on a stuck request), panics turned into a logged 500, and Prometheus metrics labelled by the *matched*
+//! route (never by raw path, which would explode cardinality).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +28,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
+use crate::trace::SpanKind;
 
 /// How long one request may take before it is answered with 503 `timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,39 +139,79 @@ pub fn service_router(routes: Router, info: ServiceInfo) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
 
     routes
-        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz).with_state(checks))
         .route("/metrics", get(|| async { crate::metrics::render() }))
-        .route("/openapi.json", get(move || async move { axum::Json((*openapi).clone()) }))
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json((*openapi).clone()) }),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::map_response(method_not_allowed_as_error_body))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
-                }))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-                    tracing::error!("request handler panicked");
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the server failed to handle the request")
+                .layer(CatchPanicLayer::custom(
+                    |_panic: Box<dyn std::any::Any + Send>| {
+                        tracing::error!("request handler panicked");
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal_error",
+                            "the server failed to handle the request",
+                        )
                         .into_response()
-                }))
-                .layer(axum::error_handling::HandleErrorLayer::new(|error: BoxError| async move {
-                    if error.is::<tower::timeout::error::Elapsed>() {
-                        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
-                    } else {
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the server failed to handle the request")
-                    }
-                }))
+                    },
+                ))
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |error: BoxError| async move {
+                        if error.is::<tower::timeout::error::Elapsed>() {
+                            ApiError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "timeout",
+                                "the request took too long",
+                            )
+                        } else {
+                            ApiError::new(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "internal_error",
+                                "the server failed to handle the request",
+                            )
+                        }
+                    },
+                ))
                 .timeout(REQUEST_TIMEOUT)
                 .layer(middleware::from_fn(record_metrics)),
         )
+}
+
+/// The span of one request: a child of the caller's span when the request carries a `traceparent`, named
+/// for OpenTelemetry by its method and matched route (`POST /orders`).
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let span = tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id,
+        otel.name = tracing::field::Empty, otel.kind = tracing::field::Empty);
+    if crate::trace::enabled() {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        crate::trace::name_span(
+            &span,
+            format_args!("{} {route}", request.method()),
+            SpanKind::Server,
+        );
+        crate::trace::set_parent_from_headers(&span, request.headers());
+    }
+    span
 }
 
 async fn readyz(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> Response {

@@ -10,7 +10,8 @@
 //!   readiness endpoints, serving with graceful shutdown on SIGTERM;
 //! - [`metrics`]: one Prometheus recorder per process, rendered at `/metrics`;
 //! - [`openapi`]: the errors every OpenAPI document lists on every operation they can come from;
-//! - [`telemetry`]: `tracing` set-up, human or JSON logs;
+//! - [`telemetry`]: `tracing` set-up, human or JSON logs, OpenTelemetry traces when asked for;
+//! - [`trace`]: W3C `traceparent` propagation over HTTP and in messages;
 //! - [`db`]: the PostgreSQL pool with the settings every service uses;
 //! - [`backoff`]: capped exponential backoff as a function of the attempt number (relays, consumers, the
 //!   config follower).
@@ -22,5 +23,6 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod telemetry;
+pub mod trace;
 
 pub use error::{ApiError, ErrorBody, FieldError, Json, Path, Query};

@@ -11,6 +11,9 @@
 //! - [`browser`]: a headless Chromium driven through WebDriver (chromedriver), for pages and their scripts,
 //!   with their console errors;
 //! - [`eventually`]: polls a condition until a deadline — tests never sleep to wait;
+//! - [`otlp`]: an OTLP/HTTP receiver that keeps the spans services export, and a check that spans form one
+//!   connected trace;
+//! - [`processes`]: the workspace's service binaries run as processes of the test's own;
 //! - [`raft_cluster`]: config-service nodes of the test's own, to kill, restart and partition;
 //! - [`linearizability`]: a Porcupine-style checker for histories of a key-value store;
 //! - [`flash_sale`]: the 秒杀 scenario, shared by its test and `cargo xtask scenario flash-sale`;
@@ -26,6 +29,8 @@ pub mod flash_sale;
 pub mod in_process;
 pub mod kafka_tap;
 pub mod linearizability;
+pub mod otlp;
+pub mod processes;
 pub mod raft_cluster;
 
 use std::future::Future;

@@ -25,11 +25,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use distlab_platform::trace::{self, SpanKind};
 use distlab_platform::{ApiError, Json, Path};
 use serde_json::json;
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
+use tracing::Instrument;
 
 use crate::faults::{Crashed, Faults, Outcome};
 use crate::gid::Gid;
@@ -231,14 +233,16 @@ impl<W: BranchWork> Participant<W> {
         gid: &Gid,
         order: &OrderPayload,
     ) -> Result<VoteResponse, ParticipantError> {
+        let span = branch_span("prepare", gid);
         let (this, gid, order) = (self.clone(), gid.clone(), order.clone());
-        detached(async move { this.prepare_now(&gid, &order).await }).await
+        detached(async move { this.prepare_now(&gid, &order).await }.instrument(span)).await
     }
 
     /// Phase 2, commit. Idempotent. Runs to its end even if the caller goes away.
     pub async fn commit(self: &Arc<Self>, gid: &Gid) -> Result<BranchStatus, ParticipantError> {
+        let span = branch_span("commit", gid);
         let (this, gid) = (self.clone(), gid.clone());
-        detached(async move { this.commit_now(&gid).await }).await
+        detached(async move { this.commit_now(&gid).await }.instrument(span)).await
     }
 
     /// Phase 2, rollback (also of a branch that is not prepared yet: it will never be). Idempotent. Runs
@@ -248,8 +252,9 @@ impl<W: BranchWork> Participant<W> {
         gid: &Gid,
         reason: &str,
     ) -> Result<BranchStatus, ParticipantError> {
+        let span = branch_span("rollback", gid);
         let (this, gid, reason) = (self.clone(), gid.clone(), reason.to_owned());
-        detached(async move { this.rollback_now(&gid, &reason).await }).await
+        detached(async move { this.rollback_now(&gid, &reason).await }.instrument(span)).await
     }
 
     async fn prepare_now(
@@ -538,6 +543,15 @@ fn oldest_age(prepared: &[BranchStatus]) -> f64 {
 }
 
 /// Runs `work` in a task of its own and waits for it: dropping the waiter does not cancel the work.
+/// The span of one phase on this participant's branch (`2pc.prepare`, `2pc.commit`, `2pc.rollback`), a child
+/// of the current one (the coordinator's request, when traced).
+fn branch_span(phase: &str, gid: &Gid) -> tracing::Span {
+    let span = tracing::info_span!("2pc.branch", phase, %gid,
+        otel.name = tracing::field::Empty, otel.kind = tracing::field::Empty);
+    trace::name_span(&span, format_args!("2pc.{phase}"), SpanKind::Internal);
+    span
+}
+
 async fn detached<T: Send + 'static>(
     work: impl Future<Output = Result<T, ParticipantError>> + Send + 'static,
 ) -> Result<T, ParticipantError> {
