@@ -2,7 +2,7 @@
 # Entrypoint of the offline ZooKeeper image (see zookeeper.Dockerfile): a standalone server on port 2181.
 set -eu
 cat >/conf/zoo.cfg <<CFG
-tickTime=2000
+tickTime=${ZOO_TICK_TIME:-2000}
 dataDir=/data
 clientPort=2181
 admin.enableServer=${ZOO_ADMINSERVER_ENABLED:-true}

@@ -1,5 +1,5 @@
 # Offline stand-in for the official `zookeeper` image: Debian's ZooKeeper 3.8 with an entrypoint that reads
-# the official image's variables docker-compose.yml sets (ZOO_4LW_COMMANDS_WHITELIST,
+# the official image's variables docker-compose.yml sets (ZOO_TICK_TIME, ZOO_4LW_COMMANDS_WHITELIST,
 # ZOO_ADMINSERVER_ENABLED, JVMFLAGS).
 ARG BASE
 FROM ${BASE}

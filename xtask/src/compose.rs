@@ -24,8 +24,13 @@ use serde_json::{Value, json};
 use crate::install;
 use crate::stack::links::{self, Network};
 
-/// The compose project name: containers are `distlab_<service>_1` (1.29) or `distlab-<service>-1` (v2).
+/// The compose project of `compose up|down`: containers are `distlab_<service>_1` (1.29) or
+/// `distlab-<service>-1` (v2).
 const PROJECT: &str = "distlab";
+
+/// The project of `compose test`: its own, so that the test (and its `down --volumes`) never touches a
+/// stack someone started with `compose up`.
+const TEST_PROJECT: &str = "distlabtest";
 
 /// The Debian suite of the offline base and the packages baked into it: the servers of the core profile
 /// (PostgreSQL 15, Redis 7, ZooKeeper 3.8 and its Java runtime), curl and netcat for the healthchecks.
@@ -72,6 +77,15 @@ const HEALTHY_WITHIN: Duration = Duration::from_secs(240);
 
 /// The loopback address `compose test` publishes on (the local stack holds 127.0.0.1's ports).
 const TEST_HOST: &str = "127.0.0.2";
+
+/// The project of a stack published on `host`.
+fn project(host: &str) -> &'static str {
+    if host == TEST_HOST {
+        TEST_PROJECT
+    } else {
+        PROJECT
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ComposeCommand {
@@ -142,7 +156,7 @@ fn compose(root: &Path, files: &[&str], host: &str) -> Command {
     let program = compose_program();
     let mut command = Command::new(&program[0]);
     command.args(&program[1..]).current_dir(root.join("deploy"));
-    command.args(["--project-name", PROJECT]);
+    command.args(["--project-name", project(host)]);
     for file in files {
         command.args(["--file", file]);
     }
@@ -360,7 +374,9 @@ impl Container {
         if self.is_job() {
             self.status == "exited" && self.exit_code != 0
         } else {
-            self.status == "exited" || self.health.as_deref() == Some("unhealthy")
+            // `restart: unless-stopped` turns a crash into "restarting", never "exited".
+            matches!(self.status.as_str(), "exited" | "restarting")
+                || self.health.as_deref() == Some("unhealthy")
         }
     }
 
@@ -374,13 +390,13 @@ impl Container {
 }
 
 /// The project's containers, as `docker inspect` describes them.
-fn containers() -> anyhow::Result<Vec<Container>> {
+fn containers(host: &str) -> anyhow::Result<Vec<Container>> {
     let ids = stdout(Command::new("docker").args([
         "ps",
         "--all",
         "--quiet",
         "--filter",
-        &format!("label=com.docker.compose.project={PROJECT}"),
+        &format!("label=com.docker.compose.project={}", project(host)),
     ]))?;
     let ids: Vec<&str> = ids.split_whitespace().collect();
     if ids.is_empty() {
@@ -437,7 +453,7 @@ fn up(root: &Path, host: &str) -> anyhow::Result<Started> {
     let deadline = Instant::now() + HEALTHY_WITHIN;
     let mut last = String::new();
     loop {
-        let containers = containers()?;
+        let containers = containers(host)?;
         let waiting: Vec<String> = containers
             .iter()
             .filter(|c| !c.done())
@@ -470,12 +486,13 @@ fn up(root: &Path, host: &str) -> anyhow::Result<Started> {
     }
     let to_healthy = started.elapsed();
     println!("==> core stack healthy in {to_healthy:.1?}");
-    print_memory()?;
+    print_memory(host)?;
     Ok(Started { to_healthy })
 }
 
 /// Memory of every running container and the total (`docker stats`).
-fn print_memory() -> anyhow::Result<()> {
+fn print_memory(host: &str) -> anyhow::Result<()> {
+    let project = project(host);
     let stats = stdout(Command::new("docker").args([
         "stats",
         "--no-stream",
@@ -488,7 +505,7 @@ fn print_memory() -> anyhow::Result<()> {
         let Some((name, usage)) = line.split_once('\t') else {
             continue;
         };
-        if !name.starts_with(PROJECT) {
+        if !(name.starts_with(&format!("{project}_")) || name.starts_with(&format!("{project}-"))) {
             continue;
         }
         let used = usage.split('/').next().unwrap_or("").trim();
@@ -523,7 +540,7 @@ fn parse_mib(text: &str) -> Option<f64> {
 
 /// The state of every container and the last lines of the log of those not done.
 fn print_failures(root: &Path, host: &str) {
-    let Ok(containers) = containers() else {
+    let Ok(containers) = containers(host) else {
         return;
     };
     for container in &containers {
@@ -546,7 +563,7 @@ fn down(root: &Path, host: &str) -> anyhow::Result<()> {
 fn test(root: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     // A stack left over by an interrupted run would hold the ports.
-    if !containers()?.is_empty() {
+    if !containers(TEST_HOST)?.is_empty() {
         down(root, TEST_HOST)?;
     }
     let outcome = up(root, TEST_HOST).and_then(|up| {
@@ -824,6 +841,7 @@ mod tests {
         assert!(!container("order", "running", Some("starting"), 0).done());
         assert!(container("order", "running", Some("unhealthy"), 0).failed());
         assert!(container("order", "exited", None, 1).failed());
+        assert!(container("order", "restarting", None, 1).failed());
     }
 
     #[test]

@@ -130,6 +130,9 @@ fn run_script(
     command
         .current_dir(root)
         .args(k6_args(script, quiet))
+        // Only what was asked for: a RATE or DURATION of the caller's shell must not change a run.
+        .env_remove("RATE")
+        .env_remove("DURATION")
         .envs(k6_env(rate, duration, &file));
     let status = command
         .status()

@@ -189,6 +189,17 @@ fn test(nextest_args: &[String]) -> anyhow::Result<()> {
         .up_recording(true, &mut started_parts)
         .and_then(|()| stack.drop_test_databases())
         .and_then(|()| {
+            // The traces test runs these binaries as processes (distlab_testkit::processes); cargo builds a
+            // package's binaries for tests only when the package has integration tests of its own.
+            println!(
+                "==> cargo build --bins -p order -p inventory -p coordinator (for the traces test)"
+            );
+            install::run(
+                std::process::Command::new(env!("CARGO"))
+                    .current_dir(stack.root())
+                    .args(["build", "--quiet", "--bins"])
+                    .args(["-p", "order", "-p", "inventory", "-p", "coordinator"]),
+            )?;
             println!("==> cargo nextest run --workspace");
             let status = std::process::Command::new(env!("CARGO"))
                 .current_dir(stack.root())

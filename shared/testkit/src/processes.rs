@@ -1,9 +1,10 @@
 //! The workspace's service binaries (`distlab-order`, `distlab-inventory`…) run as processes of a test's
 //! own, configured by environment variables as in production, and killed when the test drops them.
 //!
-//! The binaries are found next to the test executable's `deps/` folder (`target/<profile>/`): `cargo nextest
-//! run --workspace` builds every package's binaries there; a test of one package needs them built first
-//! (`cargo build -p order -p inventory -p coordinator`).
+//! The binaries are found next to the test executable's `deps/` folder (`target/<profile>/`). Cargo builds a
+//! package's binaries for tests only when that package has integration tests (the coordinator has none), so
+//! they must be built first: `cargo xtask test` runs `cargo build --bins -p order -p inventory -p
+//! coordinator` before the tests; by hand, run the same.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,8 +20,8 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.is_file(),
-        "{} is missing: build the service binaries first (`cargo build -p order -p inventory -p \
-         coordinator`), or run the tests with `cargo nextest run --workspace`, which builds them",
+        "{} is missing: build the service binaries first (`cargo build --bins -p order -p inventory -p \
+         coordinator`; `cargo xtask test` does)",
         path.display()
     );
     path

@@ -542,7 +542,6 @@ fn oldest_age(prepared: &[BranchStatus]) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs `work` in a task of its own and waits for it: dropping the waiter does not cancel the work.
 /// The span of one phase on this participant's branch (`2pc.prepare`, `2pc.commit`, `2pc.rollback`), a child
 /// of the current one (the coordinator's request, when traced).
 fn branch_span(phase: &str, gid: &Gid) -> tracing::Span {
@@ -552,6 +551,7 @@ fn branch_span(phase: &str, gid: &Gid) -> tracing::Span {
     span
 }
 
+/// Runs `work` in a task of its own and waits for it: dropping the waiter does not cancel the work.
 async fn detached<T: Send + 'static>(
     work: impl Future<Output = Result<T, ParticipantError>> + Send + 'static,
 ) -> Result<T, ParticipantError> {
