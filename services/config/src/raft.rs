@@ -175,7 +175,7 @@ impl Node {
             election_timeout_max: settings.election_timeout_max_ms,
             heartbeat_interval: settings.heartbeat_interval_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: settings.snapshot_keep_logs,
             install_snapshot_timeout: 1_000,
             // openraft gives each append-entries RPC one heartbeat interval to answer: keep batches small
             // enough for a follower to fsync and answer within it.

@@ -54,6 +54,10 @@ pub struct Settings {
     /// Build a snapshot (and compact the log) after this many log entries since the last one.
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// How many log entries before the last snapshot the leader keeps, so that a follower only a little
+    /// behind catches up from the log; one further behind is sent the snapshot.
+    #[arg(long, env = "SNAPSHOT_KEEP_LOGS", default_value_t = 1_000)]
+    pub snapshot_keep_logs: u64,
     /// How many recent changes are kept for watchers to resume from.
     #[arg(long, env = "WATCH_HISTORY", default_value_t = 100_000)]
     pub watch_history: usize,
