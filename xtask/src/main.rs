@@ -30,6 +30,8 @@ mod locks;
 mod observability;
 mod report;
 mod stack;
+#[allow(dead_code)] // used by the scenarios as they adopt it
+mod verdict;
 
 use std::process::ExitCode;
 
