@@ -136,7 +136,7 @@ struct RunResult {
     settled: bool,
 }
 
-pub fn scenario(args: BaseArgs) -> anyhow::Result<()> {
+pub fn scenario(args: BaseArgs) -> anyhow::Result<crate::verdict::Verdict> {
     let stack = Stack::discover()?;
     let reports_dir = stack.root().join(".distlab").join("reports");
     std::fs::create_dir_all(&reports_dir)?;
@@ -243,7 +243,28 @@ pub fn scenario(args: BaseArgs) -> anyhow::Result<()> {
             reports_dir.join("base-ops.csv").display()
         );
         healed?;
-        restored
+        restored?;
+        let (from, to) = plan.hold_window();
+        let judged = results
+            .iter()
+            .find(|r| r.spec.degrade == "auto" && !r.spec.partitioned)
+            .map(|auto| {
+                base::check_goal(&base::summarize(&auto.ops, from, to), &plan, Goal::ISSUE_13)
+            });
+        Ok(crate::verdict::Verdict {
+            section: "四 BASE",
+            claim: "basically available: past its capacity the shop degrades its pages and keeps selling",
+            measured: match &judged {
+                Some(v) => format!(
+                    "degrade=auto at {}× capacity: {} answered within 1 s, checkout goodput {} of the reference",
+                    plan.factor,
+                    percent(v.answered_share),
+                    percent(v.checkout_goodput)
+                ),
+                None => "not judged: no degrade=auto run without a partition".into(),
+            },
+            passed: judged.is_some_and(|v| v.met()),
+        })
     })
 }
 

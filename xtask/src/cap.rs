@@ -28,7 +28,7 @@ pub struct CapArgs {
     skip_config: bool,
 }
 
-pub fn scenario(args: CapArgs) -> anyhow::Result<()> {
+pub fn scenario(args: CapArgs) -> anyhow::Result<crate::verdict::Verdict> {
     let stack = Stack::discover()?;
     let reports_dir = stack.root().join(".distlab").join("reports");
     std::fs::create_dir_all(&reports_dir)?;
@@ -94,6 +94,7 @@ pub fn scenario(args: CapArgs) -> anyhow::Result<()> {
             svg_path.display(),
             reports_dir.join("cap.md").display()
         );
+        let verdict = verdict(&reports);
         if !args.skip_config {
             eprintln!("==> the config service's own choice: a node cut off into the minority");
             let nodes: Vec<String> = (1..=3)
@@ -105,7 +106,7 @@ pub fn scenario(args: CapArgs) -> anyhow::Result<()> {
                 println!("  {what:<48} {value}");
             }
         }
-        Ok(())
+        Ok(verdict)
     })
 }
 
@@ -136,6 +137,50 @@ fn percent(x: f64) -> String {
 }
 
 /// The CP vs AP table (Markdown).
+/// The claim judged: in CP no read is stale and less is answered during the partition than in AP; in both
+/// modes nothing accepted is lost or applied twice and the stock is conserved once drained.
+fn verdict(reports: &[Report]) -> crate::verdict::Verdict {
+    let mode = |name: &str| reports.iter().find(|r| r.mode == name);
+    let safe = |r: &Report| {
+        r.lost_orders == 0
+            && r.duplicated_orders == 0
+            && r.confirmed_beyond_stock == 0
+            && r.drained
+            && r.conservation_problems.is_empty()
+    };
+    let during = |r: &Report| r.phase(Phase::Partition).availability();
+    let mut passed = !reports.is_empty() && reports.iter().all(safe);
+    if let Some(cp) = mode("CP") {
+        passed &= cp.stale_reads() == 0;
+    }
+    if let (Some(cp), Some(ap)) = (mode("CP"), mode("AP")) {
+        passed &= during(ap) > during(cp);
+    }
+    let measured = reports
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {} answered during the partition, {} stale reads",
+                r.mode,
+                percent(during(r)),
+                r.stale_reads()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+        + if reports.iter().all(safe) {
+            "; nothing lost, stock conserved"
+        } else {
+            "; orders lost or stock not conserved"
+        };
+    crate::verdict::Verdict {
+        section: "三 CAP",
+        claim: "under a partition a system keeps consistency (CP) or availability (AP), not both",
+        measured,
+        passed,
+    }
+}
+
 pub fn table(reports: &[Report]) -> String {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |name: &str, value: &dyn Fn(&Report) -> String| {

@@ -396,7 +396,7 @@ pub struct FlashSaleArgs {
 }
 
 /// `cargo xtask scenario flash-sale`: the sale without a lock, then with each backend.
-pub fn flash_sale(args: FlashSaleArgs) -> anyhow::Result<()> {
+pub fn flash_sale(args: FlashSaleArgs) -> anyhow::Result<crate::verdict::Verdict> {
     block_on(async {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -409,6 +409,7 @@ pub fn flash_sale(args: FlashSaleArgs) -> anyhow::Result<()> {
             "flash sale: {} buyers, {} units, each buyer reads the stock and takes one unit if any is left",
             args.buyers, args.stock
         );
+        let mut outcomes = Vec::new();
         for guard in [
             None,
             Some("pg"),
@@ -421,7 +422,33 @@ pub fn flash_sale(args: FlashSaleArgs) -> anyhow::Result<()> {
                     .await
                     .map_err(anyhow::Error::msg)?;
             println!("  {outcome}");
+            outcomes.push(outcome);
         }
-        Ok(())
+        // The claim is the locks': with any of them nothing is oversold (without one it usually is).
+        let (unlocked, locked) = outcomes.split_at(1);
+        let passed = locked
+            .iter()
+            .all(|o| !o.oversold() && o.sold == o.stock as u64);
+        let measured = format!(
+            "no lock: {} sold of {}{}; pg, redis, redlock, zookeeper: {}",
+            unlocked[0].sold,
+            unlocked[0].stock,
+            if unlocked[0].oversold() {
+                " (oversold)"
+            } else {
+                ""
+            },
+            locked
+                .iter()
+                .map(|o| format!("{} of {}", o.sold, o.stock))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(crate::verdict::Verdict {
+            section: "一 分布式锁 locks",
+            claim: "a lock across processes stops a flash sale from selling more than the stock",
+            measured,
+            passed,
+        })
     })
 }

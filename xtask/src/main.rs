@@ -9,8 +9,8 @@
 //! - `bench <name>`: runs a benchmark and its baseline in the same run and prints both and their ratio.
 //! - `chaos list|partition|heal|latency|http-error|disable|enable|events|reset`: break and heal links of
 //!   the running stack through the chaos sidecar, without writing JSON.
-//! - `scenario flash-sale`: the lock service's 秒杀 scenario against the running stack.
-//! - `scenario base`: the storefront gateway past its capacity, with and without BASE degradation.
+//! - `scenario [name|all]`: one scenario per seed section against the running stack (flash-sale, outbox,
+//!   2pc, cap, base, …); `all` runs them in turn and ends with a verdict table.
 //! - `compose up|down|test|check`: the Docker Compose stack of `deploy/`, with images built on the machine.
 //! - `load <name> [--rate N] [--duration S]`: a k6 load test of `load-tests/` against the running stack.
 
@@ -28,9 +28,11 @@ mod install;
 mod load;
 mod locks;
 mod observability;
+mod outbox_scenario;
 mod report;
+mod scenarios;
 mod stack;
-#[allow(dead_code)] // used by the scenarios as they adopt it
+mod twopc_scenario;
 mod verdict;
 
 use std::process::ExitCode;
@@ -102,10 +104,11 @@ enum Command {
         #[command(subcommand)]
         command: observability::Subcommand,
     },
-    /// Run a scenario against the running stack and print what happened.
+    /// Run a scenario against the running stack and print what happened (without a name: one scenario per
+    /// seed section; `all` runs them all and ends with a verdict table).
     Scenario {
         #[command(subcommand)]
-        which: Scenario,
+        which: Option<Scenario>,
     },
     /// Run a k6 load test of `load-tests/` against the running stack (without a name: the list).
     Load(load::LoadArgs),
@@ -121,12 +124,22 @@ enum Command {
 enum Scenario {
     /// 秒杀: 1,000 buyers, 100 units, without a lock and with each lock backend.
     FlashSale(locks::FlashSaleArgs),
+    /// 本地消息表: outbox orders placed while the broker is killed and restarted; every order settles and
+    /// the stock agrees.
+    Outbox(outbox_scenario::OutboxArgs),
+    /// 2PC: the seed's four problems (blocking, single point of failure, inconsistency, over-conservative),
+    /// each followed by its recovery.
+    #[command(name = "2pc")]
+    TwoPc,
     /// CAP: the order side's stock replica in CP and in AP mode under a real partition, checked from the
     /// recorded history; plus the config service's minority reads.
     Cap(cap::CapArgs),
     /// BASE: the storefront gateway driven to 3× its measured capacity by an open-model load, with
     /// degrade=auto, with degrade=off, and with the inventory cut off; side by side, with a chart.
     Base(base::BaseArgs),
+    /// Every scenario above, one after the other (the short variants), then a table: seed section, the
+    /// seed's claim, what was measured, PASS/FAIL.
+    All,
 }
 
 fn main() -> ExitCode {
@@ -154,15 +167,11 @@ fn main() -> ExitCode {
         Command::Observability {
             command: observability::Subcommand::Check,
         } => stack::Stack::discover().and_then(|s| observability::check(s.root())),
-        Command::Scenario {
-            which: Scenario::FlashSale(args),
-        } => locks::flash_sale(args),
-        Command::Scenario {
-            which: Scenario::Cap(args),
-        } => cap::scenario(args),
-        Command::Scenario {
-            which: Scenario::Base(args),
-        } => base::scenario(args),
+        Command::Scenario { which: None } => {
+            scenarios::list();
+            Ok(())
+        }
+        Command::Scenario { which: Some(which) } => scenarios::run(which),
         Command::Load(args) => stack::Stack::discover().and_then(|s| load::run(s.root(), args)),
         Command::Compose { command } => {
             stack::Stack::discover().and_then(|s| compose::run(s.root(), command))
