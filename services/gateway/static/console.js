@@ -30,7 +30,8 @@ function reachable(panel, source) {
   const error = panel.querySelector(".error");
   if (error) {
     error.hidden = ok;
-    error.textContent = ok ? "" : "unreachable: " + ((source && source.error) || "no answer");
+    const why = (source && source.error) || "no answer";
+    error.textContent = ok ? "" : why.startsWith("unreachable") ? why : "unreachable: " + why;
   }
   return ok;
 }
@@ -168,17 +169,18 @@ function drawChaos(snapshot) {
   const partitions = ok ? chaos.partitions || [] : [];
   const faults = ok ? chaos.faults || [] : [];
   panel.dataset.partitions = partitions.map((p) => p.name).join(",");
+  const none = ok ? [el("li", {}, "none")] : [];
   panel.querySelector(".partitions").replaceChildren(...(partitions.length ? partitions.map((p) => el("li", { "data-partition": p.name },
     el("strong", {}, p.name), " (" + p.mode + "): ",
     p.sides.map((side) => "[" + side.join(", ") + "]").join(" ✂ "),
-    " — cuts " + p.links.length + " link(s)")) : [el("li", {}, "none")]));
+    " — cuts " + p.links.length + " link(s)")) : none));
   panel.querySelector(".faults").replaceChildren(...(faults.length ? faults.map((f) => {
     const what = [];
     if (!f.enabled) what.push("disabled");
     if (f.cut_by.length) what.push("cut by " + f.cut_by.join(", "));
     for (const t of f.toxics) what.push(describeToxic(t));
     return el("li", { "data-link": f.link }, el("span", { class: "mono" }, f.link), ": " + what.join("; "));
-  }) : [el("li", {}, "none")]));
+  }) : none.map((li) => li.cloneNode(true))));
 }
 
 function drawSwitches(snapshot) {

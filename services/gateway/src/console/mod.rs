@@ -105,9 +105,9 @@ impl Console {
         response.text().await.map_err(|e| unreachable_because(&e))
     }
 
-    /// Every config node's view of the cluster, and the Raft links the sidecar cuts.
-    async fn raft(&self, proxies: &Result<Value, String>) -> Value {
-        let views = futures::future::join_all(self.config_nodes.iter().enumerate().map(
+    /// Every config node's view of the cluster.
+    async fn raft_nodes(&self) -> Vec<Value> {
+        futures::future::join_all(self.config_nodes.iter().enumerate().map(
             |(i, url)| async move {
                 let position = i as u64 + 1;
                 match self.json(self.http.get(format!("{url}/v1/cluster"))).await {
@@ -136,7 +136,11 @@ impl Console {
                 }
             },
         ))
-        .await;
+        .await
+    }
+
+    /// The nodes' views, the leader a majority agrees on, and the Raft links the sidecar cuts.
+    fn raft(views: Vec<Value>, proxies: &Result<Value, String>) -> Value {
         let leader = view::agreed_leader(&views, views.len());
         json!({
             "nodes": views,
@@ -215,7 +219,8 @@ impl Console {
     pub async fn snapshot(&self) -> Value {
         let chaos_get =
             |path: &str| self.json(self.to_chaos(self.http.get(format!("{}{path}", self.chaos))));
-        let (proxies, partitions, switches, orders, twopc, locks) = tokio::join!(
+        let (nodes, proxies, partitions, switches, orders, twopc, locks) = tokio::join!(
+            self.raft_nodes(),
             chaos_get("/proxies"),
             chaos_get("/partitions"),
             chaos_get("/switches"),
@@ -223,7 +228,7 @@ impl Console {
             self.twopc(),
             self.locks(),
         );
-        let raft = self.raft(&proxies).await;
+        let raft = Self::raft(nodes, &proxies);
         let chaos = match (&proxies, &partitions) {
             (Ok(proxies), Ok(partitions)) => json!({
                 "reachable": true,
