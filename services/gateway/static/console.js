@@ -79,31 +79,36 @@ function drawRaft(snapshot) {
     map.append(group);
   });
 
+  // Rows (and their buttons) are made once per node and updated in place, so a button being clicked is
+  // never replaced under the pointer by the next snapshot.
   const body = document.getElementById("raft-nodes");
-  body.replaceChildren(...nodes.map((node) => {
+  for (const node of nodes) {
     const id = node.node_id;
+    let row = document.getElementById("node-" + id);
+    if (!row) {
+      row = el("tr", { id: "node-" + id, "data-node": id },
+        el("td", {}, "node " + id), el("td"), el("td"), el("td"), el("td"), el("td"),
+        el("td", {},
+          el("button", { type: "button", "data-isolate": id }, "isolate"),
+          " ",
+          el("button", { type: "button", "data-heal": id }, "heal")));
+      body.append(row);
+    }
     const cutFrom = cuts.filter((c) => c.from === id).map((c) => c.to);
     for (const peer of node.partitioned_from || []) if (!cutFrom.includes(peer)) cutFrom.push(peer);
-    const controls = el("td", {},
-      el("button", { type: "button", "data-isolate": id, disabled: isolated.has(id) ? "" : null }, "isolate"),
-      " ",
-      el("button", { type: "button", "data-heal": id, disabled: isolated.has(id) ? null : "" }, "heal"));
-    return el("tr", {
-      id: "node-" + id,
-      "data-node": id,
-      "data-reachable": String(Boolean(node.reachable)),
-      "data-state": node.reachable ? node.state : "unreachable",
-      "data-term": node.reachable ? node.term : "",
-      "data-isolated": String(isolated.has(id)),
-    },
-    el("td", {}, "node " + id),
-    el("td", {}, node.reachable ? node.state : "unreachable"),
-    el("td", {}, node.reachable ? node.term : ""),
-    el("td", {}, node.reachable ? (node.leader === null ? "none" : node.leader) : ""),
-    el("td", {}, node.reachable ? node.commit_index : ""),
-    el("td", {}, node.reachable ? cutFrom.sort().join(", ") || "—" : (node.error || "")),
-    controls);
-  }));
+    row.dataset.reachable = String(Boolean(node.reachable));
+    row.dataset.state = node.reachable ? node.state : "unreachable";
+    row.dataset.term = node.reachable ? String(node.term) : "";
+    row.dataset.isolated = String(isolated.has(id));
+    const cells = row.children;
+    cells[1].textContent = node.reachable ? node.state : "unreachable";
+    cells[2].textContent = node.reachable ? node.term : "";
+    cells[3].textContent = node.reachable ? (node.leader === null ? "none" : node.leader) : "";
+    cells[4].textContent = node.reachable ? node.commit_index : "";
+    cells[5].textContent = node.reachable ? cutFrom.sort().join(", ") || "—" : (node.error || "");
+    row.querySelector("[data-isolate]").disabled = isolated.has(id);
+    row.querySelector("[data-heal]").disabled = !isolated.has(id);
+  }
 }
 
 function drawOrders(snapshot) {
