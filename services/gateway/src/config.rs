@@ -51,6 +51,31 @@ pub struct Config {
     #[arg(long, env = "CATALOG_REFRESH_MS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub catalog_refresh_ms: u64,
+    /// The console: base URL of the chaos sidecar's admin API (faults, partitions, switches; its controls
+    /// go there).
+    #[arg(long, env = "CHAOS_URL", default_value = "http://127.0.0.1:8474")]
+    pub chaos_url: String,
+    /// The console: the sidecar's admin token, sent as `Authorization: Bearer` (never to the browser).
+    #[arg(long, env = "CHAOS_ADMIN_TOKEN", hide_env_values = true)]
+    pub chaos_admin_token: Option<String>,
+    /// The console: base URL of the 2PC coordinator (in-doubt transactions).
+    #[arg(long, env = "COORDINATOR_URL", default_value = "http://127.0.0.1:8083")]
+    pub coordinator_url: String,
+    /// The console: base URL of the lock service (held locks and their fencing tokens).
+    #[arg(long, env = "LOCK_URL", default_value = "http://127.0.0.1:8084")]
+    pub lock_url: String,
+    /// The console: base URL of the order service, reached directly (not through `gateway->order`), so
+    /// that a fault on the shop's link does not blind the console.
+    #[arg(
+        long,
+        env = "CONSOLE_ORDER_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub console_order_url: String,
+    /// The console: how long each source may take to answer before it shows as unreachable.
+    #[arg(long, env = "CONSOLE_SOURCE_TIMEOUT_MS", default_value_t = 400,
+          value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub console_source_timeout_ms: u64,
 }
 
 impl Config {
@@ -73,6 +98,10 @@ impl Config {
 
     pub fn bestsellers_timeout(&self) -> Duration {
         Duration::from_millis(self.bestsellers_timeout_ms)
+    }
+
+    pub fn console_source_timeout(&self) -> Duration {
+        Duration::from_millis(self.console_source_timeout_ms)
     }
 
     pub fn catalog_refresh(&self) -> Duration {

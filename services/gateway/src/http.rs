@@ -57,7 +57,7 @@ pub fn router(state: AppState) -> Router {
 #[openapi(
     info(
         title = "distlab gateway",
-        description = "The storefront (HTML pages at /, /products/{sku}, /checkout, /orders/{id}) and its JSON routes. Pages degrade instead of failing (BASE): see the degrade switch."
+        description = "The storefront (HTML pages at /, /products/{sku}, /checkout, /orders/{id}) and its JSON routes. Pages degrade instead of failing (BASE): see the degrade switch. The live console is the page /console, its event stream /console/events (Server-Sent Events, not described here) and the JSON routes /console/*."
     ),
     paths(api_catalog, api_order),
     components(schemas(CatalogAnswer, Product, ErrorBody))
@@ -65,7 +65,9 @@ pub fn router(state: AppState) -> Router {
 struct ApiDoc;
 
 pub fn openapi() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises")
+    let mut doc = ApiDoc::openapi();
+    doc.merge(<crate::console::ApiDoc as OpenApi>::openapi());
+    serde_json::to_value(doc).expect("the OpenAPI document serialises")
 }
 
 /// Middleware (around every route, `/healthz` and the 404 included): names the degrade mode in force on

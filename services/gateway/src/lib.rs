@@ -10,11 +10,14 @@
 //! - **Eventually consistent**: the stock and the order converge; the pages say when they are behind.
 //!
 //! The switch `degrade` (off | auto | on, [`degrade`]) decides; `off` is the shop without BASE.
+//!
+//! The gateway also serves the live [`console`] at `/console`: the whole running stack on one page.
 
 pub mod breaker;
 pub mod catalog;
 pub mod checkout;
 pub mod config;
+pub mod console;
 pub mod degrade;
 pub mod deps;
 pub mod http;
@@ -83,8 +86,9 @@ impl Application {
             "bestsellers",
             &config.order_url,
             config.bestsellers_timeout(),
-            http,
+            http.clone(),
         );
+        let console = console::Console::new(&config, http);
         let state = http::AppState {
             switch: switch.clone(),
             catalog: catalog.clone(),
@@ -94,7 +98,7 @@ impl Application {
         };
         let readiness = vec![switch.readiness_check(), dependencies_check(&state)];
         let router = service_router(
-            http::router(state),
+            http::router(state).merge(console::router(console)),
             ServiceInfo {
                 openapi: http::openapi(),
                 readiness,

@@ -1,6 +1,6 @@
 //! HTTP resources of the lock service (contracts: docs/contracts.md and docs/locks.md).
 //!
-//! `POST /locks/{name}/acquire|renew|release` and `GET /locks/{name}?backend=`. Requests are parsed into
+//! `POST /locks/{name}/acquire|renew|release`, `GET /locks/{name}?backend=` and `GET /locks[?backend=]`. Requests are parsed into
 //! [`crate::lease`] types first; every problem with a request is reported at once, as a 422.
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 
 pub fn router(locks: Locks) -> Router {
     Router::new()
+        .route("/locks", get(list_held))
         .route("/locks/{name}", get(get_holder))
         .route("/locks/{name}/acquire", post(acquire))
         .route("/locks/{name}/renew", post(renew))
@@ -41,13 +42,15 @@ pub fn router(locks: Locks) -> Router {
         title = "distlab lock",
         description = "The seed's four distributed locks (pg, redis, redlock, zookeeper) with fencing tokens."
     ),
-    paths(acquire, renew, release, get_holder),
+    paths(acquire, renew, release, get_holder, list_held),
     components(schemas(
         AcquireRequest,
         RenewRequest,
         ReleaseRequest,
         Released,
         LockState,
+        HeldLocks,
+        Unreadable,
         Lease,
         Holder,
         Backend,
@@ -215,6 +218,9 @@ async fn acquire(
     let started = Instant::now();
     let result = locks.get(backend).acquire(&name, &owner, ttl, wait).await;
     record("acquire", backend, outcome(&result), started);
+    if result.is_ok() {
+        locks.recent.note(backend, &name);
+    }
     result.map(Json).map_err(error)
 }
 
@@ -241,6 +247,9 @@ async fn renew(
     let started = Instant::now();
     let result = locks.get(backend).renew(&name, lease_id, ttl).await;
     record("renew", backend, outcome(&result), started);
+    if result.is_ok() {
+        locks.recent.note(backend, &name);
+    }
     result.map(Json).map_err(error)
 }
 
@@ -301,6 +310,76 @@ async fn get_holder(
         backend,
         holder,
     }))
+}
+
+/// Answer to `GET /locks`.
+#[derive(Debug, Serialize, ToSchema)]
+struct HeldLocks {
+    /// The held locks among those granted lately through this instance, most recently granted first; each
+    /// holder is the backend's answer now.
+    locks: Vec<LockState>,
+    /// Names whose backend did not answer.
+    unreadable: Vec<Unreadable>,
+}
+
+/// A lock whose holder could not be read.
+#[derive(Debug, Serialize, ToSchema)]
+struct Unreadable {
+    name: String,
+    backend: Backend,
+    message: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only this backend's locks.
+    #[param(value_type = Option<Backend>)]
+    backend: Option<String>,
+}
+
+/// The locks held now among the last 256 names granted through this service instance (a lock taken only
+/// through another instance is not listed), with their holders and fencing tokens.
+#[utoipa::path(get, path = "/locks", params(ListQuery),
+    responses((status = 200, body = HeldLocks), (status = 422, body = ErrorBody)))]
+async fn list_held(
+    State(locks): State<Arc<Locks>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<HeldLocks>, ApiError> {
+    let backend = match query.backend.as_deref() {
+        None => None,
+        Some(text) => Some(
+            Backend::parse(text)
+                .map_err(|e| ApiError::validation("the lock request is not valid", &[e]))?,
+        ),
+    };
+    let noted = locks.recent.list(backend);
+    let holders =
+        futures::future::join_all(noted.iter().map(|n| locks.get(n.backend).holder(&n.name))).await;
+    let mut answer = HeldLocks {
+        locks: Vec::new(),
+        unreadable: Vec::new(),
+    };
+    for (noted, holder) in noted.iter().zip(holders) {
+        match holder {
+            Ok(Some(holder)) => answer.locks.push(LockState {
+                name: noted.name.to_string(),
+                backend: noted.backend,
+                holder: Some(holder),
+                waiting: locks
+                    .get(noted.backend)
+                    .waiters()
+                    .count(noted.name.as_str()),
+            }),
+            Ok(None) => locks.recent.forget(noted),
+            Err(e) => answer.unreadable.push(Unreadable {
+                name: noted.name.to_string(),
+                backend: noted.backend,
+                message: e.to_string(),
+            }),
+        }
+    }
+    Ok(Json(answer))
 }
 
 async fn empty_name() -> ApiError {

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod config;
 pub mod http;
 pub mod lease;
+pub mod recent;
 
 use std::net::SocketAddr;
 
@@ -53,6 +54,7 @@ pub async fn connect(config: &Config, stop: &CancellationToken) -> anyhow::Resul
             stop.clone(),
         )?,
         zookeeper: backend::zookeeper::ZkLocks::new(&config.zookeeper, &config.zookeeper_root),
+        recent: recent::Recent::default(),
     })
 }
 

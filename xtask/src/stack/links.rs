@@ -149,6 +149,8 @@ fn compose_address(local_port: u16) -> String {
         8081 => ("order", 8081),
         8082 => ("inventory", 8082),
         8083 => ("coordinator", 8083),
+        8084 => ("lock", 8084),
+        CHAOS_PORT => ("chaos", CHAOS_PORT),
         8091 => ("config-1", 8091),
         8092 => ("config-2", 8092),
         8093 => ("config-3", 8093),
@@ -246,6 +248,11 @@ pub fn service_env(binary: &str) -> Vec<(&'static str, String)> {
                 format!("http://{}", address("gateway->inventory")),
             ),
             ("ORDER_URL", format!("http://{}", address("gateway->order"))),
+            // The console watches the stack directly, not through links a fault could cut.
+            ("CHAOS_URL", format!("http://127.0.0.1:{CHAOS_PORT}")),
+            ("COORDINATOR_URL", "http://127.0.0.1:8083".into()),
+            ("LOCK_URL", "http://127.0.0.1:8084".into()),
+            ("CONSOLE_ORDER_URL", "http://127.0.0.1:8081".into()),
         ],
         _ => Vec::new(),
     }
@@ -335,7 +342,25 @@ mod tests {
     #[test]
     fn compose_gives_each_service_the_links_of_the_local_stack() {
         let compose = deploy_file("docker-compose.yml");
-        let in_compose = |value: &str| value.replace("127.0.0.1:", "chaos:");
+        // A link's proxy port is the sidecar's in compose; any other port is its part's own service.
+        let in_compose = |value: &str| {
+            let mut out = String::new();
+            let mut rest = value;
+            while let Some(at) = rest.find("127.0.0.1:") {
+                out.push_str(&rest[..at]);
+                rest = &rest[at + "127.0.0.1:".len()..];
+                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                let port: u16 = rest[..digits].parse().unwrap();
+                if (17000..=17099).contains(&port) {
+                    out.push_str(&format!("chaos:{port}"));
+                } else {
+                    out.push_str(&compose_address(port));
+                }
+                rest = &rest[digits..];
+            }
+            out.push_str(rest);
+            out
+        };
         for binary in [
             "distlab-order",
             "distlab-inventory",

@@ -364,6 +364,8 @@ pub struct Locks {
     pub redis: redis::RedisLocks,
     pub redlock: redlock::RedLock,
     pub zookeeper: zookeeper::ZkLocks,
+    /// The names granted lately through this instance (`GET /locks`).
+    pub recent: crate::recent::Recent,
 }
 
 impl Locks {
