@@ -11,6 +11,7 @@
 //!   the running stack through the chaos sidecar, without writing JSON.
 //! - `scenario flash-sale`: the lock service's 秒杀 scenario against the running stack.
 //! - `scenario base`: the storefront gateway past its capacity, with and without BASE degradation.
+//! - `scenario raft`: the config cluster's leader killed and partitioned, elections measured.
 //! - `compose up|down|test|check`: the Docker Compose stack of `deploy/`, with images built on the machine.
 //! - `load <name> [--rate N] [--duration S]`: a k6 load test of `load-tests/` against the running stack.
 
@@ -28,6 +29,7 @@ mod install;
 mod load;
 mod locks;
 mod observability;
+mod raft;
 mod report;
 mod stack;
 #[allow(dead_code)] // used by the scenarios as they adopt it
@@ -127,6 +129,9 @@ enum Scenario {
     /// BASE: the storefront gateway driven to 3× its measured capacity by an open-model load, with
     /// degrade=auto, with degrade=off, and with the inventory cut off; side by side, with a chart.
     Base(base::BaseArgs),
+    /// Raft: the config cluster's leader killed N times (time to a new leader, split votes, a histogram),
+    /// then cut off by a partition (its write appended, never committed, dropped on heal).
+    Raft(raft::RaftArgs),
 }
 
 fn main() -> ExitCode {
@@ -163,6 +168,10 @@ fn main() -> ExitCode {
         Command::Scenario {
             which: Scenario::Base(args),
         } => base::scenario(args),
+        Command::Scenario {
+            which: Scenario::Raft(args),
+        } => raft::scenario(args)
+            .and_then(|v| v.passed.then_some(()).context("the claim did not hold")),
         Command::Load(args) => stack::Stack::discover().and_then(|s| load::run(s.root(), args)),
         Command::Compose { command } => {
             stack::Stack::discover().and_then(|s| compose::run(s.root(), command))
