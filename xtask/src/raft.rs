@@ -328,6 +328,15 @@ pub fn scenario(args: RaftArgs) -> anyhow::Result<Verdict> {
                 " (set in the nodes' environment)"
             }
         );
+        println!(
+            "    openraft 0.9 draws each node's timeout once, at start, and a follower that knew a leader waits its \
+             leader lease ({} ms, the longest timeout) on top: it stands {}–{} ms after the last heartbeat, checked \
+             on a tick every {} ms",
+            timing.election_max,
+            timing.election_max + timing.election_min,
+            2 * timing.election_max,
+            timing.heartbeat * 3 / 2
+        );
         let mut measured = Vec::new();
         let mut passed = true;
         if !args.skip_elections {
