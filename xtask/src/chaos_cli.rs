@@ -64,13 +64,15 @@ pub enum ChaosCommand {
     Reset,
 }
 
-struct Admin {
+/// A client of the chaos sidecar's admin API (with `CHAOS_ADMIN_TOKEN`, if set).
+#[derive(Debug)]
+pub(crate) struct Admin {
     http: reqwest::Client,
     base: String,
 }
 
 impl Admin {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
@@ -80,48 +82,57 @@ impl Admin {
         })
     }
 
+    /// [`Admin::request`] on the xtask's runtime, for code that is not async.
     fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        block_on(self.request(method, path, body))
+    }
+
+    /// One admin request: its JSON answer (`Null` when empty), or an error with the sidecar's message.
+    pub(crate) async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        block_on(async {
-            let mut request = self.http.request(method, &url);
-            if let Some(token) = std::env::var("CHAOS_ADMIN_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty())
-            {
-                request = request.bearer_auth(token);
-            }
-            if let Some(body) = body {
-                request = request.json(&body);
-            }
-            let response = request.send().await.with_context(|| {
-                format!("the chaos sidecar does not answer at {url} (cargo xtask up starts it)")
-            })?;
-            let status = response.status();
-            let text = response.text().await?;
-            let value: Value = if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::String(text))
-            };
-            if !status.is_success() {
-                let message = value["error"]["message"].as_str().unwrap_or("");
-                let details = &value["error"]["details"];
-                bail!(
-                    "{status}: {message} {}",
-                    if details.is_null() {
-                        String::new()
-                    } else {
-                        details.to_string()
-                    }
-                );
-            }
-            Ok(value)
-        })
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = std::env::var("CHAOS_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+        {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!("the chaos sidecar does not answer at {url} (cargo xtask up starts it)")
+        })?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let message = value["error"]["message"].as_str().unwrap_or("");
+            let details = &value["error"]["details"];
+            bail!(
+                "{status}: {message} {}",
+                if details.is_null() {
+                    String::new()
+                } else {
+                    details.to_string()
+                }
+            );
+        }
+        Ok(value)
     }
 
     fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -368,7 +379,7 @@ fn list_of(value: &Value) -> String {
 }
 
 /// A name as one URL path segment (`order->orders-db` has a `>`, which URLs spell `%3E`).
-fn segment(name: &str) -> String {
+pub(crate) fn segment(name: &str) -> String {
     name.replace('%', "%25")
         .replace('>', "%3E")
         .replace('|', "%7C")

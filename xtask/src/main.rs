@@ -10,7 +10,7 @@
 //! - `chaos list|partition|heal|latency|http-error|disable|enable|events|reset`: break and heal links of
 //!   the running stack through the chaos sidecar, without writing JSON.
 //! - `scenario [name|all]`: one scenario per seed section against the running stack (flash-sale, outbox,
-//!   2pc, cap, base, …); `all` runs them in turn and ends with a verdict table.
+//!   2pc, cap, base, paxos, raft); `all` runs them in turn and ends with a verdict table.
 //! - `compose up|down|test|check`: the Docker Compose stack of `deploy/`, with images built on the machine.
 //! - `load <name> [--rate N] [--duration S]`: a k6 load test of `load-tests/` against the running stack.
 
@@ -29,6 +29,7 @@ mod load;
 mod locks;
 mod observability;
 mod outbox_scenario;
+mod raft;
 mod report;
 mod scenarios;
 mod stack;
@@ -137,6 +138,9 @@ enum Scenario {
     /// BASE: the storefront gateway driven to 3× its measured capacity by an open-model load, with
     /// degrade=auto, with degrade=off, and with the inventory cut off; side by side, with a chart.
     Base(base::BaseArgs),
+    /// Raft: the config cluster's leader killed N times (time to a new leader, split votes, a histogram),
+    /// then cut off by a partition (its write appended, never committed, dropped on heal).
+    Raft(raft::RaftArgs),
     /// Every scenario above, one after the other (the short variants), then a table: seed section, the
     /// seed's claim, what was measured, PASS/FAIL.
     All,

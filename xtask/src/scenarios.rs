@@ -33,6 +33,11 @@ const LIST: &[(&str, &str, &str)] = &[
         "四 BASE",
         "the storefront at 3x its measured capacity, degrading or not",
     ),
+    (
+        "raft",
+        "六 Raft",
+        "the config cluster's leader killed 20 times (elections timed), then cut off: its write dropped",
+    ),
 ];
 
 /// Prints the scenarios, one per seed section.
@@ -63,6 +68,7 @@ fn one(which: Scenario) -> anyhow::Result<Verdict> {
         Scenario::TwoPc => crate::twopc_scenario::scenario(),
         Scenario::Cap(args) => crate::cap::scenario(args),
         Scenario::Base(args) => crate::base::scenario(args),
+        Scenario::Raft(args) => crate::raft::scenario(args),
         Scenario::All => anyhow::bail!("`all` is not one scenario"),
     }
 }
@@ -76,6 +82,7 @@ fn all() -> anyhow::Result<()> {
         ("2pc", Ok(Scenario::TwoPc)),
         ("cap", args_of(&["--short"]).map(Scenario::Cap)),
         ("base", args_of(&["--short"]).map(Scenario::Base)),
+        ("raft", args_of(&[]).map(Scenario::Raft)),
     ];
     let mut rows = Vec::new();
     for (name, scenario) in runs {
@@ -148,6 +155,7 @@ mod tests {
         args_of::<crate::outbox_scenario::OutboxArgs>(&[]).unwrap();
         args_of::<crate::cap::CapArgs>(&["--short"]).unwrap();
         args_of::<crate::base::BaseArgs>(&["--short"]).unwrap();
+        args_of::<crate::raft::RaftArgs>(&[]).unwrap();
     }
 
     #[test]

@@ -22,12 +22,14 @@ pub mod links;
 mod parts;
 mod postgres;
 mod probe;
+mod relaunch;
 
 use config_cluster::{init_config_cluster, raft_role};
 use parts::{CHAOS_BINARY, CHAOS_PACKAGE, CONFIG_BINARY, CONFIG_PACKAGE, Kind};
 pub use parts::{PARTS, Part};
 use postgres::as_postgres;
 use probe::port_open;
+pub use relaunch::kill_hard;
 
 /// How long one part may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
