@@ -11,6 +11,7 @@
 //!   the running stack through the chaos sidecar, without writing JSON.
 //! - `scenario flash-sale`: the lock service's 秒杀 scenario against the running stack.
 //! - `scenario base`: the storefront gateway past its capacity, with and without BASE degradation.
+//! - `scenario paxos`: single-decree Paxos, the seed's example and randomised rounds through the sidecar.
 //! - `compose up|down|test|check`: the Docker Compose stack of `deploy/`, with images built on the machine.
 //! - `load <name> [--rate N] [--duration S]`: a k6 load test of `load-tests/` against the running stack.
 
@@ -28,9 +29,9 @@ mod install;
 mod load;
 mod locks;
 mod observability;
+mod paxos;
 mod report;
 mod stack;
-#[allow(dead_code)] // used by the scenarios as they adopt it
 mod verdict;
 
 use std::process::ExitCode;
@@ -127,6 +128,9 @@ enum Scenario {
     /// BASE: the storefront gateway driven to 3× its measured capacity by an open-model load, with
     /// degrade=auto, with degrade=off, and with the inventory cut off; side by side, with a chart.
     Base(base::BaseArgs),
+    /// 五 Paxos: the seed's example message for message (ends with v = 8), then randomised rounds of two
+    /// racing proposers through the chaos sidecar; at most one value may be chosen.
+    Paxos(paxos::PaxosArgs),
 }
 
 fn main() -> ExitCode {
@@ -163,6 +167,9 @@ fn main() -> ExitCode {
         Command::Scenario {
             which: Scenario::Base(args),
         } => base::scenario(args),
+        Command::Scenario {
+            which: Scenario::Paxos(args),
+        } => paxos::scenario(args).and_then(paxos::report),
         Command::Load(args) => stack::Stack::discover().and_then(|s| load::run(s.root(), args)),
         Command::Compose { command } => {
             stack::Stack::discover().and_then(|s| compose::run(s.root(), command))
