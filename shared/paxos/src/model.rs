@@ -1,11 +1,13 @@
-//! The core under the `stateright` model checker: 2 proposers, 3 acceptors and a learner on a network that
-//! reorders, loses and duplicates messages, every proposer retrying once with a higher number on a time-out
-//! that may fire at any moment. The checker visits every reachable state and checks the `always` property
-//! **agreement**: the learner never sees two different values chosen.
+//! The core under the `stateright` model checker: 2 proposers and 3 acceptors on a network that reorders
+//! and duplicates messages (and, in one test, loses them), a proposer's retry a time-out that may fire at
+//! any moment. The checker visits the reachable states and checks the `always` property **agreement**: a
+//! learner that hears every acceptance (fed from each acceptor's log, a ghost variable of the model) never
+//! sees two different values chosen.
 //!
 //! Three variants: the real thing (agreement holds), the planted bug [`ValueRule::AlwaysOwn`] (the checker
 //! must find a counterexample), and the acceptor of the seed's wording, which records `[n, v]` when it
-//! answers a prepare (the prepare then has to carry `v`, as the seed's "提议请求 [n, v]" does).
+//! answers a prepare (the prepare then has to carry `v`, as the seed's "提议请求 [n, v]" does). Numbers are
+//! in docs/paxos.md.
 
 use std::borrow::Cow;
 use std::fmt;
