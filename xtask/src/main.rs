@@ -30,6 +30,7 @@ mod locks;
 mod observability;
 mod outbox_scenario;
 mod raft;
+mod paxos;
 mod report;
 mod scenarios;
 mod stack;
@@ -138,6 +139,9 @@ enum Scenario {
     /// BASE: the storefront gateway driven to 3× its measured capacity by an open-model load, with
     /// degrade=auto, with degrade=off, and with the inventory cut off; side by side, with a chart.
     Base(base::BaseArgs),
+    /// 五 Paxos: the seed's example message for message (ends with v = 8), then randomised rounds of two
+    /// racing proposers through the chaos sidecar; at most one value may be chosen.
+    Paxos(paxos::PaxosArgs),
     /// Raft: the config cluster's leader killed N times (time to a new leader, split votes, a histogram),
     /// then cut off by a partition (its write appended, never committed, dropped on heal).
     Raft(raft::RaftArgs),

@@ -34,6 +34,11 @@ const LIST: &[(&str, &str, &str)] = &[
         "the storefront at 3x its measured capacity, degrading or not",
     ),
     (
+        "paxos",
+        "五 Paxos",
+        "the seed's example replayed over HTTP through the sidecar (v = 8), then randomised racing rounds",
+    ),
+    (
         "raft",
         "六 Raft",
         "the config cluster's leader killed 20 times (elections timed), then cut off: its write dropped",
@@ -68,6 +73,7 @@ fn one(which: Scenario) -> anyhow::Result<Verdict> {
         Scenario::TwoPc => crate::twopc_scenario::scenario(),
         Scenario::Cap(args) => crate::cap::scenario(args),
         Scenario::Base(args) => crate::base::scenario(args),
+        Scenario::Paxos(args) => crate::paxos::scenario(args),
         Scenario::Raft(args) => crate::raft::scenario(args),
         Scenario::All => anyhow::bail!("`all` is not one scenario"),
     }
@@ -82,6 +88,7 @@ fn all() -> anyhow::Result<()> {
         ("2pc", Ok(Scenario::TwoPc)),
         ("cap", args_of(&["--short"]).map(Scenario::Cap)),
         ("base", args_of(&["--short"]).map(Scenario::Base)),
+        ("paxos", args_of(&[]).map(Scenario::Paxos)),
         ("raft", args_of(&[]).map(Scenario::Raft)),
     ];
     let mut rows = Vec::new();
@@ -155,6 +162,7 @@ mod tests {
         args_of::<crate::outbox_scenario::OutboxArgs>(&[]).unwrap();
         args_of::<crate::cap::CapArgs>(&["--short"]).unwrap();
         args_of::<crate::base::BaseArgs>(&["--short"]).unwrap();
+        args_of::<crate::paxos::PaxosArgs>(&[]).unwrap();
         args_of::<crate::raft::RaftArgs>(&[]).unwrap();
     }
 
