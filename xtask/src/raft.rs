@@ -5,7 +5,8 @@
 //!    `GET /v1/cluster` is polled every 5 ms until both name the same new leader at the same term and that
 //!    node says it leads: the time from the kill to then is one sample. The term it was elected in says how
 //!    many rounds the election took (one more than the killed leader's term: one round); a round in which
-//!    both survivors were seen as candidates of the same term is a **split vote**. The killed node is then
+//!    both survivors were seen as candidates of the same term is counted as a **split vote** (openraft 0.9
+//!    settles it within the term: a vote for a higher node id outranks one for a lower id at the same term). The killed node is then
 //!    started again exactly as it ran (its command line, environment and working directory, read from `/proc` before the kill) and must be a follower that has caught
 //!    up before the next kill. A text histogram, p50/p95/max, and an SVG chart
 //!    (`.distlab/reports/raft-elections.svg`; `docs/img/raft-elections.svg` with `--write-chart`).
@@ -659,7 +660,7 @@ fn report(elections: &[Election], summary: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "  split votes (both survivors candidates in one term): {} of {}; elections of more than one round: {}",
+        "  split votes (both survivors candidates in one term; openraft lets the higher node id win it in the same term): {} of {}; elections of more than one round: {}",
         summary.split_votes,
         elections.len(),
         summary.extra_rounds
