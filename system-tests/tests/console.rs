@@ -264,6 +264,10 @@ async fn a_leader_isolated_from_the_page_is_replaced_and_healed_and_a_switch_fli
         browser
             .click(&format!("button[data-heal='{leader}']"))
             .await;
+        // The sidecar answered the heal (a click on a disabled button would do nothing at all).
+        browser
+            .wait_for_text("#control-result", &format!("heal node {leader}: done"))
+            .await;
         browser
             .wait_for(&format!("#node-{leader}[data-isolated=false]"))
             .await;

@@ -75,7 +75,8 @@ pub fn scenario(args: OutboxArgs) -> anyhow::Result<Verdict> {
                     let mut refused = 0_u64;
                     while started.elapsed() < load_for {
                         let broker_down = down.load(Ordering::Relaxed);
-                        let body = json!({"customer_id": "scenario-outbox", "items": [{"sku": sku, "quantity": 1}]});
+                        // The mode is explicit: a `cap_mode` switch left set would otherwise decide it.
+                        let body = json!({"customer_id": "scenario-outbox", "items": [{"sku": sku, "quantity": 1}], "mode": "outbox"});
                         let answer = http.post(format!("{ORDER}/orders")).json(&body).send().await;
                         match answer {
                             Ok(response) if response.status().as_u16() == 202 => {
@@ -96,6 +97,13 @@ pub fn scenario(args: OutboxArgs) -> anyhow::Result<Verdict> {
         let pid = std::fs::read_to_string(&kafka_pid)
             .with_context(|| format!("no broker pid in {}", kafka_pid.display()))?;
         let pid = pid.trim().to_owned();
+        // A stale pid file must not make us kill an unrelated process.
+        let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        ensure!(
+            String::from_utf8_lossy(&command).contains("tansu"),
+            "pid {pid} in {} is not the broker (tansu); is the stack up?",
+            kafka_pid.display()
+        );
         let killed = std::process::Command::new("kill")
             .args(["-KILL", &pid])
             .status()?;

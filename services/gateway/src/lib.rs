@@ -88,7 +88,7 @@ impl Application {
             config.bestsellers_timeout(),
             http.clone(),
         );
-        let console = console::Console::new(&config, http);
+        let console = console::Console::new(&config, http, shutdown.clone());
         let state = http::AppState {
             switch: switch.clone(),
             catalog: catalog.clone(),

@@ -42,9 +42,16 @@ function age(iso) {
   return seconds < 120 ? seconds.toFixed(1) + " s" : Math.round(seconds / 60) + " min";
 }
 
+// What the sidecar said last: a snapshot in which it did not answer in time keeps the last known
+// isolations and cuts rather than showing every node as joined (and its heal button disabled).
+let lastIsolated = new Set();
+let lastCuts = [];
+
 function isolatedNodes(snapshot) {
-  const partitions = (snapshot.chaos && snapshot.chaos.partitions) || [];
-  return new Set(partitions.map((p) => p.name).filter((n) => n.startsWith(ISOLATION)).map((n) => Number(n.slice(ISOLATION.length))));
+  const chaos = snapshot.chaos;
+  if (!chaos || !chaos.reachable || !Array.isArray(chaos.partitions)) return lastIsolated;
+  lastIsolated = new Set(chaos.partitions.map((p) => p.name).filter((n) => n.startsWith(ISOLATION)).map((n) => Number(n.slice(ISOLATION.length))));
+  return lastIsolated;
 }
 
 function drawRaft(snapshot) {
@@ -57,7 +64,8 @@ function drawRaft(snapshot) {
   leader.textContent = leader.dataset.leader ? "leader: node " + raft.leader + " (a majority agrees)" : "leader: none agreed by a majority";
 
   const isolated = isolatedNodes(snapshot);
-  const cuts = raft.cuts || [];
+  if (Array.isArray(raft.cuts)) lastCuts = raft.cuts;
+  const cuts = lastCuts;
   const cut = (a, b) => cuts.some((c) => (c.from === a && c.to === b) || (c.from === b && c.to === a));
   const positions = [[150, 45], [55, 200], [245, 200]];
   const map = document.getElementById("raft-map");

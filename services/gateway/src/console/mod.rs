@@ -21,7 +21,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use distlab_platform::{ApiError, ErrorBody, Path};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{OpenApi, ToSchema};
@@ -46,6 +46,9 @@ pub struct Console {
     lock: String,
     order: String,
     timeout: Duration,
+    /// Cancelled when the gateway shuts down: it ends every open event stream, which graceful shutdown
+    /// would otherwise wait for.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn base(url: &str) -> String {
@@ -54,8 +57,13 @@ fn base(url: &str) -> String {
 
 impl Console {
     /// The console of `config`'s sources.
-    pub fn new(config: &Config, http: reqwest::Client) -> Self {
+    pub fn new(
+        config: &Config,
+        http: reqwest::Client,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
         Self {
+            shutdown,
             http,
             config_nodes: config.config_urls().iter().map(|u| base(u)).collect(),
             chaos: base(&config.chaos_url),
@@ -347,6 +355,7 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = console.shutdown.clone().cancelled_owned();
     let stream = futures::stream::unfold((console, ticks), |(console, mut ticks)| async move {
         ticks.tick().await;
         let snapshot = console.snapshot().await;
@@ -355,7 +364,8 @@ async fn events(
             .json_data(&snapshot)
             .unwrap_or_else(|_| Event::default().event("snapshot").data("{}"));
         Some((Ok(event), (console, ticks)))
-    });
+    })
+    .take_until(shutdown);
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
