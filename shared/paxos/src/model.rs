@@ -92,6 +92,20 @@ enum Node {
     Acceptor(AcceptorKind),
 }
 
+impl Node {
+    /// The value a proposer of the seed's wording sends with its prepare (`None` for real Paxos).
+    fn seed_prepare(&self) -> Option<Value> {
+        match self {
+            Node::Proposer {
+                seed_prepare: true,
+                index,
+                ..
+            } => Some(VALUES[*index]),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum NodeState {
     Proposer {
@@ -187,14 +201,7 @@ impl Actor for Node {
         msg: Wire,
         o: &mut Out<Self>,
     ) {
-        let seed_prepare = match self {
-            Node::Proposer {
-                seed_prepare: true,
-                index,
-                ..
-            } => Some(VALUES[*index]),
-            _ => None,
-        };
+        let seed_prepare = self.seed_prepare();
         match (state.to_mut(), msg) {
             (NodeState::Proposer { proposer, .. }, Wire::Paxos(m)) => {
                 let out = proposer.handle(node_id(src), m);
@@ -211,14 +218,7 @@ impl Actor for Node {
     }
 
     fn on_timeout(&self, _id: Id, state: &mut Cow<'_, NodeState>, _: &Retry, o: &mut Out<Self>) {
-        let seed_prepare = match self {
-            Node::Proposer {
-                seed_prepare: true,
-                index,
-                ..
-            } => Some(VALUES[*index]),
-            _ => None,
-        };
+        let seed_prepare = self.seed_prepare();
         if let NodeState::Proposer {
             proposer,
             retries_left,
